@@ -1,0 +1,101 @@
+"""
+Poor man's configurator, nanoGPT style, with checks. A script declares its config as plain module globals,
+then calls
+
+    config = configure(globals())
+
+which applies, in order, every `config/*.py` file and every `--key=value` given on the command line:
+
+    python train.py config/shakespeare_char.py --batch_size=32 --compile=False
+
+A config file is plain Python run in the script's globals. Every key it sets, and every `--key`, must already be
+a global of the script, of the same type (an int is accepted where a float is expected). A mistake is a
+ConfigError that names the key and the closest valid keys, or the expected and given types.
+"""
+
+import ast
+import difflib
+import json
+import os
+import sys
+
+
+class ConfigError(ValueError):
+    """A bad config file, key or value; the message says what is wrong and how to fix it."""
+
+
+def config_keys(g):
+    """The overridable config keys of a script's globals `g`: the names of plain int/float/bool/str/None values."""
+    return [k for k, v in g.items() if not k.startswith('_') and isinstance(v, (int, float, bool, str, type(None)))]
+
+
+def _check_key(key, keys):
+    if key not in keys:
+        close = difflib.get_close_matches(key, keys, n=3, cutoff=0.5)
+        hint = f" Did you mean: {', '.join(close)}?" if close else f" Valid keys: {', '.join(sorted(keys))}."
+        raise ConfigError(f"unknown config key '{key}'.{hint}")
+
+
+def _coerce(key, value, default):
+    """Return `value` as the type of `default`; int -> float is allowed, anything else mismatched is an error."""
+    if default is None or value is None:
+        return value
+    if isinstance(default, bool) or isinstance(value, bool):
+        if isinstance(default, bool) and isinstance(value, bool):
+            return value
+    elif isinstance(default, float) and isinstance(value, int):
+        return float(value)
+    elif type(value) is type(default):
+        return value
+    raise ConfigError(f"config key '{key}' expects {type(default).__name__} (default {default!r}), "
+                      f"got {type(value).__name__} {value!r}")
+
+
+def _parse_value(raw):
+    """'1e-3' -> 1e-3, '7' -> 7, 'True' -> True, 'none' -> None; anything else stays a string."""
+    if raw.lower() in ('true', 'false'):
+        return raw.lower() == 'true'
+    if raw.lower() == 'none':
+        return None
+    try:
+        return ast.literal_eval(raw)
+    except (ValueError, SyntaxError):
+        return raw
+
+
+def configure(g, argv=None, verbose=True):
+    """Apply config files and `--key=value` overrides from `argv` (default sys.argv[1:]) to the globals `g`.
+
+    Returns the effective config as a dict {key: value} of JSON-able values. Raises ConfigError on an unknown
+    key, a type mismatch, a missing config file or a malformed argument.
+    """
+    argv = sys.argv[1:] if argv is None else argv
+    keys = config_keys(g)
+    for arg in argv:
+        if not arg.startswith('--'):
+            if not os.path.isfile(arg):
+                raise ConfigError(f"config file '{arg}' not found (arguments are config files or --key=value)")
+            fresh = {}
+            try:
+                exec(compile(open(arg).read(), arg, 'exec'), fresh)
+            except Exception as e:
+                raise ConfigError(f"config file '{arg}' failed to run: {type(e).__name__}: {e}") from None
+            for k, v in fresh.items():
+                if k.startswith('_') or k == '__builtins__' or callable(v) or type(v).__name__ == 'module':
+                    continue
+                _check_key(k, keys)
+                g[k] = _coerce(k, v, g[k])
+            if verbose:
+                print(f"config: {arg}")
+        else:
+            if '=' not in arg:
+                raise ConfigError(f"malformed argument '{arg}': use --key=value (e.g. --batch_size=32)")
+            k, raw = arg[2:].split('=', 1)
+            _check_key(k, keys)
+            default = g[k]
+            value = raw if isinstance(default, str) else _parse_value(raw)
+            g[k] = _coerce(k, value, default)
+    config = {k: g[k] for k in keys}
+    if verbose:
+        print(json.dumps(config, indent=None))
+    return config

@@ -1,0 +1,281 @@
+"""
+Prepare a dataset for training: read text -> tokenize -> write uint16/uint32 token shards (llm.c format, see
+shards.py) and meta.json into data_dir.
+
+    python prepare.py --dataset=shakespeare --tokenizer=byte          # downloads Tiny Shakespeare
+    python prepare.py --dataset=shakespeare --source=path/input.txt   # the same from a local copy
+    python prepare.py --dataset=tinystories --tokenizer=sp:4096       # HF roneneldan/TinyStories, own SentencePiece
+    python prepare.py --dataset=my_corpus/ --text_field=content       # local .txt/.json/.jsonl/.parquet files
+    python prepare.py --dataset=HuggingFaceFW/fineweb-edu --split=train --val_fraction=0.001
+
+Sources: a recipe name (shakespeare, tinystories), a Hugging Face dataset id (read with `datasets`, streaming), or
+local .txt / .json / .jsonl / .parquet files or folders of them. A .txt file is one document; a record of the
+others is one document (its `text_field`). Every document is preceded by the end-of-text token. A single-document
+source (Tiny Shakespeare) is split by characters: the last `val_fraction` of the text is val, as nanoGPT does; with
+many documents every (1/val_fraction)-th document goes to val, unless the source has its own val split (`val_split`).
+
+Re-running with the same arguments does nothing; another tokenizer into a folder that has data is refused.
+"""
+
+import glob
+import json
+import multiprocessing as mp
+import os
+import shutil
+import sys
+import urllib.request
+
+import numpy as np
+from tqdm import tqdm
+
+from configurator import ConfigError, configure
+from shards import DataError, dtype_for_vocab, read_shard, write_shard
+from tokenizer import get_tokenizer, tokenizer_from_state, train_sentencepiece
+
+# -----------------------------------------------------------------------------
+dataset = 'shakespeare'   # recipe name, Hugging Face dataset id, or a local file / folder
+source = ''               # local file/folder to use for a recipe instead of downloading it
+tokenizer = 'gpt2'        # gpt2 | byte | sp:N | path/to/tokenizer.model
+data_dir = ''             # output folder; '' = data/<dataset>_<tokenizer>
+text_field = 'text'       # field holding the text in json/jsonl/parquet/HF records
+split = 'train'           # split of a Hugging Face dataset to read
+val_split = ''            # the source's own validation split ('' = carve val_fraction out of `split`)
+val_fraction = 0.1        # share of text (one document) or of documents (many) that goes to val
+shard_size = 100_000_000  # tokens per shard
+num_proc = 0              # tokenizer processes; 0 = one per CPU core
+sp_train_chars = 200_000_000  # characters of training text used to train an sp:N tokenizer
+# -----------------------------------------------------------------------------
+
+RECIPES = {  # name -> (where it comes from, text field, the source's val split)
+    'shakespeare': ('https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt',
+                    'text', ''),
+    'tinystories': ('roneneldan/TinyStories', 'text', 'validation'),
+}
+EXTENSIONS = ('.txt', '.json', '.jsonl', '.parquet')
+
+
+def fail(msg):
+    print(f"prepare.py: error: {msg}", file=sys.stderr)
+    sys.exit(1)
+
+
+def local_files(path):
+    """The readable files at a path: itself, or every file with a known extension below a folder, sorted."""
+    if os.path.isdir(path):
+        files = sorted(p for p in glob.glob(os.path.join(path, '**', '*'), recursive=True) if p.endswith(EXTENSIONS))
+        if not files:
+            raise DataError(f"folder '{path}' has no {'/'.join(EXTENSIONS)} files")
+        return files
+    if not path.endswith(EXTENSIONS):
+        raise DataError(f"cannot read '{path}': use a {'/'.join(EXTENSIONS)} file or a folder of them")
+    return [path]
+
+
+def field(rec, where):
+    if not isinstance(rec, dict) or text_field not in rec:
+        keys = list(rec) if isinstance(rec, dict) else type(rec).__name__
+        raise DataError(f"{where}: no '{text_field}' field (has {keys}); set --text_field")
+    return str(rec[text_field])
+
+
+def read_local(path):
+    """Yield the documents (strings) of a local file."""
+    if path.endswith('.txt'):
+        try:
+            yield open(path, encoding='utf-8').read()
+        except UnicodeDecodeError as e:
+            raise DataError(f"{path} is not UTF-8 text ({e}); convert it, e.g. iconv -t utf-8") from None
+    elif path.endswith('.jsonl'):
+        with open(path, encoding='utf-8') as f:
+            for n, line in enumerate(f, 1):
+                if line.strip():
+                    try:
+                        rec = json.loads(line)
+                    except json.JSONDecodeError as e:
+                        raise DataError(f"{path}:{n}: malformed JSON ({e})") from None
+                    yield field(rec, f"{path}:{n}")
+    elif path.endswith('.json'):
+        try:
+            recs = json.load(open(path, encoding='utf-8'))
+        except json.JSONDecodeError as e:
+            raise DataError(f"{path}: malformed JSON ({e})") from None
+        for n, rec in enumerate(recs if isinstance(recs, list) else [recs]):
+            yield field(rec, f"{path} record {n}")
+    else:
+        import pyarrow.parquet as pq
+        table = pq.read_table(path)
+        if text_field not in table.column_names:
+            raise DataError(f"{path}: no '{text_field}' column (has {table.column_names}); set --text_field")
+        for text in table.column(text_field).to_pylist():
+            yield str(text)
+
+
+def read_hub(name, hf_split):
+    """Yield the documents of a Hugging Face dataset split, streaming (never the whole set on disk or in memory)."""
+    try:
+        from datasets import load_dataset
+        ds = load_dataset(name, split=hf_split, streaming=True)
+        for n, rec in enumerate(ds):
+            yield field(rec, f"{name}[{hf_split}] record {n}")
+    except DataError:
+        raise
+    except Exception as e:
+        raise DataError(f"could not load Hugging Face dataset '{name}' split '{hf_split}' ({type(e).__name__}: {e}). "
+                        f"Offline? Pass local files: --dataset=path/to/files (or --source=... for a recipe)") from None
+
+
+def download(url, path):
+    if not os.path.exists(path):
+        print(f"downloading {url}")
+        try:
+            urllib.request.urlretrieve(url, path + '.part')
+        except OSError as e:
+            raise DataError(f"could not download {url} ({e}). Offline? Pass a local copy: --source=path/to/file") from None
+        os.replace(path + '.part', path)
+    return path
+
+
+def documents(which):
+    """Yield (split, text) for every document of the source: split is 'train' or 'val'."""
+    where, name = source or dataset, dataset
+    if dataset in RECIPES and not source:
+        where = RECIPES[dataset][0]
+        if where.startswith('https://'):
+            where = download(where, os.path.join(data_dir, os.path.basename(where)))
+    if os.path.exists(where):
+        files = local_files(where)
+        docs = (d for f in files for d in read_local(f))
+        if len(files) == 1 and files[0].endswith('.txt'):  # one document: split the text itself, as nanoGPT
+            text = next(docs)
+            n = int(len(text) * (1 - val_fraction))
+            yield from [('train', text[:n])] + ([('val', text[n:])] if which == 'all' and val_fraction > 0 else [])
+            return
+    elif '/' in where and not where.startswith(('.', '/')):
+        docs = read_hub(where, split)
+        if val_split and which == 'all':
+            yield from (('train', d) for d in docs)
+            yield from (('val', d) for d in read_hub(where, val_split))
+            return
+    else:
+        raise DataError(f"dataset '{name}' is not a recipe ({', '.join(RECIPES)}), a local path or a "
+                        f"Hugging Face id (owner/name)")
+    stride = round(1 / val_fraction) if val_fraction > 0 and not val_split else 0
+    for i, d in enumerate(docs):
+        sp = 'val' if stride and i % stride == stride - 1 else 'train'
+        if which == 'all' or sp == which:
+            yield sp, d
+
+
+def encode_doc(item):
+    sp, text = item
+    return sp, np.array([_tok.eot_id] + _tok.encode(text, special=False), dtype=_dtype)
+
+
+def init_worker(state, dtype):
+    global _tok, _dtype
+    _tok, _dtype = tokenizer_from_state(state), dtype
+
+
+def main():
+    global data_dir, text_field, val_split
+    if dataset in RECIPES:
+        text_field = text_field if text_field != 'text' else RECIPES[dataset][1]
+        val_split = val_split or RECIPES[dataset][2]
+    if not 0 <= val_fraction < 1:
+        raise ConfigError(f"val_fraction must be in [0, 1), got {val_fraction}")
+    tag = tokenizer.replace(':', '').replace('/', '_') if not tokenizer.endswith('.model') \
+        else os.path.splitext(os.path.basename(tokenizer))[0]
+    data_dir = data_dir or os.path.join('data', f"{os.path.basename(dataset.rstrip('/')).split('.')[0]}_{tag}")
+    args = {k: config[k] for k in ('dataset', 'source', 'tokenizer', 'text_field', 'split', 'val_split',
+                                   'val_fraction', 'shard_size', 'sp_train_chars')}
+    meta_path = os.path.join(data_dir, 'meta.json')
+    if os.path.exists(meta_path):
+        meta = json.load(open(meta_path))
+        if meta.get('tokenizer') != tokenizer:
+            fail(f"'{data_dir}' already holds data tokenized with '{meta.get('tokenizer')}', not '{tokenizer}': "
+                 f"choose another --data_dir or delete that folder")
+        if meta.get('args') == args:
+            try:
+                for f in meta['files']:
+                    read_shard(os.path.join(data_dir, f))
+                print(f"'{data_dir}' is already prepared with these arguments; nothing to do")
+                return
+            except DataError as e:
+                print(f"re-preparing: {e}")
+        os.remove(meta_path)  # from here until the new meta.json, the folder is not a finished dataset
+    os.makedirs(data_dir, exist_ok=True)
+    for f in glob.glob(os.path.join(data_dir, '*_[0-9][0-9][0-9].bin')):
+        os.remove(f)
+
+    if tokenizer.startswith('sp:'):
+        n = int(tokenizer[3:])
+        print(f"training a SentencePiece BPE tokenizer of {n} pieces")
+
+        def sample():
+            total = 0
+            for _, d in documents('train'):
+                yield d
+                total += len(d)
+                if total >= sp_train_chars:
+                    break
+        train_sentencepiece(sample(), n, os.path.join(data_dir, 'tokenizer.model'))
+    elif tokenizer.endswith('.model'):
+        if not os.path.isfile(tokenizer):
+            raise DataError(f"SentencePiece model '{tokenizer}' not found")
+        shutil.copyfile(tokenizer, os.path.join(data_dir, 'tokenizer.model'))
+    try:
+        tok = get_tokenizer(tokenizer, data_dir)
+    except ValueError as e:
+        fail(str(e))
+    version, dtype = dtype_for_vocab(tok.vocab_size)
+
+    buffers, counts, files, ndocs = {'train': [], 'val': []}, {'train': 0, 'val': 0}, [], {'train': 0, 'val': 0}
+    filled, shard_idx = {'train': 0, 'val': 0}, {'train': 0, 'val': 0}
+
+    def flush(sp):
+        name = f"{sp}_{shard_idx[sp]:03d}.bin"
+        write_shard(os.path.join(data_dir, name), np.concatenate(buffers[sp]), tok.vocab_size)
+        files.append(name)
+        buffers[sp], filled[sp] = [], 0
+        shard_idx[sp] += 1
+
+    nproc = num_proc or os.cpu_count()
+    pool = mp.Pool(nproc, initializer=init_worker, initargs=(tok.state(), dtype)) if nproc > 1 else None
+    init_worker(tok.state(), dtype)
+    results = pool.imap(encode_doc, documents('all'), chunksize=16) if pool else map(encode_doc, documents('all'))
+    with tqdm(desc=f"tokenizing ({tokenizer})", unit='tok', unit_scale=True) as bar:
+        for sp, ids in results:
+            ndocs[sp] += 1
+            counts[sp] += len(ids)
+            while len(ids):  # a document may span two shards, as in llm.c
+                take = ids[:shard_size - filled[sp]]
+                buffers[sp].append(take)
+                filled[sp] += len(take)
+                ids = ids[len(take):]
+                if filled[sp] == shard_size:
+                    flush(sp)
+            bar.update(len(take))
+    if pool:
+        pool.close()
+    for sp in ('train', 'val'):
+        if filled[sp] or (sp == 'train' and not files):
+            if not buffers[sp]:
+                raise DataError(f"dataset '{dataset}' gave no text: is the source empty?")
+            flush(sp)
+    meta = {'tokenizer': tokenizer, 'vocab_size': tok.vocab_size, 'eot_id': tok.eot_id,
+            'dtype': np.dtype(dtype).name, 'version': version, 'train_tokens': counts['train'],
+            'val_tokens': counts['val'], 'train_docs': ndocs['train'], 'val_docs': ndocs['val'],
+            'files': sorted(files), 'args': args}
+    with open(meta_path + '.tmp', 'w') as f:
+        json.dump(meta, f, indent=2)
+    os.replace(meta_path + '.tmp', meta_path)
+    print(f"wrote {counts['train']:,} train and {counts['val']:,} val tokens ({ndocs['train']:,} + {ndocs['val']:,} "
+          f"documents, {meta['dtype']}, vocab {tok.vocab_size}) to {data_dir}")
+
+
+if __name__ == '__main__':
+    try:
+        config = configure(globals())
+        main()
+    except (ConfigError, DataError, FileNotFoundError) as e:
+        fail(str(e))

@@ -1,0 +1,80 @@
+"""
+Sample from a trained model, printing tokens as they are generated:
+
+    python sample.py --out_dir=out-shakespeare-char
+    python sample.py --out_dir=out --start="Once upon a time" --num_samples=3 --temperature=0.8 --top_k=200
+    python sample.py --out_dir=out --start=FILE:prompt.txt --temperature=0   # greedy
+
+The tokenizer comes from the checkpoint, so it is always the one the model was trained with.
+"""
+
+import os
+import sys
+
+import torch
+
+from configurator import ConfigError, configure
+from tokenizer import tokenizer_from_state
+
+# -----------------------------------------------------------------------------
+out_dir = 'out'
+ckpt = ''               # checkpoint file in out_dir; '' = best.pt if there is one, else ckpt.pt
+start = '\n'            # prompt: a string, or FILE:path to read it from a file
+num_samples = 2
+max_new_tokens = 500
+temperature = 0.8       # 0 = greedy
+top_k = 200             # 0 = off
+top_p = 1.0             # nucleus sampling; 1.0 = off
+seed = 1337
+device = 'auto'
+stream = True           # print tokens as they are generated
+# -----------------------------------------------------------------------------
+
+
+def fail(msg):
+    print(f"sample.py: error: {msg}", file=sys.stderr)
+    sys.exit(1)
+
+
+try:
+    configure(globals(), verbose=False)
+except ConfigError as e:
+    fail(str(e))
+if device == 'auto':
+    device = 'cuda' if torch.cuda.is_available() else 'mps' if torch.backends.mps.is_available() else 'cpu'
+name = ckpt or ('best.pt' if os.path.isfile(os.path.join(out_dir, 'best.pt')) else 'ckpt.pt')
+path = os.path.join(out_dir, name)
+if not os.path.isfile(path):
+    fail(f"no checkpoint {path}: train first (python train.py ...) or set --out_dir")
+checkpoint = torch.load(path, map_location='cpu', weights_only=False)
+if checkpoint.get('model_type') != 'llama':
+    fail(f"{path} holds a '{checkpoint.get('model_type')}' model, which this sample.py cannot run")
+from model_llama import Llama, LlamaConfig  # noqa: E402
+
+model = Llama(LlamaConfig(**checkpoint['model_args']))
+model.load_state_dict(checkpoint['model'])
+model.eval().to(device)
+tok = tokenizer_from_state(checkpoint['tokenizer'])
+print(f"loaded {path} (iteration {checkpoint['iter_num']}, {model.get_num_params() / 1e6:.2f}M parameters)",
+      file=sys.stderr)
+
+if start.startswith('FILE:'):
+    with open(start[5:], encoding='utf-8') as f:
+        start = f.read()
+ids = tok.encode(start) or [tok.eot_id]
+x = torch.tensor([ids], dtype=torch.long, device=device)
+gen = torch.Generator(device=device).manual_seed(seed)
+for k in range(num_samples):
+    out, shown = list(ids), len(tok.decode(ids))
+    print(start, end='', flush=True)
+    for nxt in model.generate_stream(x, max_new_tokens, temperature, top_k or None, top_p, [tok.eot_id], gen):
+        out.append(int(nxt[0]))
+        if out[-1] == tok.eot_id:
+            break
+        if stream:
+            text = tok.decode(out)
+            if not text.endswith('\ufffd'):  # wait for the rest of a multi-byte character
+                print(text[shown:], end='', flush=True)
+                shown = len(text)
+    print(tok.decode(out)[shown:] if stream else tok.decode(out)[len(start):])
+    print('---------------')

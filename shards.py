@@ -1,0 +1,92 @@
+"""
+Token shards on disk, in llm.c's format, shared by prepare.py (writes) and train.py / bench.py (read).
+
+A shard `train_000.bin` is a header of 256 little-endian int32 -- [0] magic 20240520, [1] version (1: uint16 tokens,
+2: uint32 tokens), [2] number of tokens, the rest zero -- followed by the tokens. Every data folder has a
+`meta.json` with the tokenizer spec, vocab_size, token counts and dtype. Reading checks everything it can: a wrong
+magic, an unknown version, a truncated file and token ids beyond the model's vocabulary are errors that say the fix.
+"""
+
+import glob
+import json
+import os
+
+import numpy as np
+
+MAGIC, HEADER_INTS = 20240520, 256
+VERSIONS = {1: np.uint16, 2: np.uint32}
+
+
+class DataError(ValueError):
+    """Bad or missing data on disk; the message names the file and the fix."""
+
+
+def dtype_for_vocab(vocab_size):
+    """(version, numpy dtype) of the smallest token type that holds ids < vocab_size."""
+    return (1, np.uint16) if vocab_size <= 2 ** 16 else (2, np.uint32)
+
+
+def write_shard(path, tokens, vocab_size):
+    """Write tokens (1-D int array) to `path` atomically (temp file + rename)."""
+    version, dtype = dtype_for_vocab(vocab_size)
+    tokens = np.asarray(tokens)
+    if tokens.size and (tokens.min() < 0 or tokens.max() >= vocab_size):
+        raise DataError(f"token ids must be in [0, {vocab_size}), got [{tokens.min()}, {tokens.max()}]")
+    header = np.zeros(HEADER_INTS, dtype='<i4')
+    header[:3] = MAGIC, version, len(tokens)
+    tmp = path + '.tmp'
+    with open(tmp, 'wb') as f:
+        f.write(header.tobytes())
+        f.write(tokens.astype(np.dtype(dtype).newbyteorder('<'), copy=False).tobytes())
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def read_shard(path):
+    """Memory-map a shard: a read-only 1-D numpy array (uint16 or uint32). Raises DataError if the file is not a
+    shard, has an unknown version, or is shorter or longer than its header says."""
+    if not os.path.isfile(path):
+        raise DataError(f"shard {path} not found: run prepare.py to create it")
+    size = os.path.getsize(path)
+    if size < HEADER_INTS * 4:
+        raise DataError(f"shard {path} is truncated ({size} bytes, shorter than the 1024-byte header): "
+                        f"delete its folder and run prepare.py again")
+    header = np.fromfile(path, dtype='<i4', count=HEADER_INTS)
+    if header[0] != MAGIC:
+        raise DataError(f"{path} is not a token shard (magic {header[0]}, expected {MAGIC}): "
+                        f"was it written by prepare.py? Run prepare.py again")
+    if header[1] not in VERSIONS:
+        raise DataError(f"shard {path} has unknown version {header[1]} (known: {sorted(VERSIONS)})")
+    dtype = np.dtype(VERSIONS[int(header[1])]).newbyteorder('<')
+    expected = HEADER_INTS * 4 + int(header[2]) * dtype.itemsize
+    if size != expected:
+        raise DataError(f"shard {path} is {'truncated' if size < expected else 'too long'}: header says "
+                        f"{header[2]} tokens ({expected} bytes), file has {size} bytes. Run prepare.py again")
+    return np.memmap(path, dtype=dtype, mode='r', offset=HEADER_INTS * 4, shape=(int(header[2]),))
+
+
+def load_meta(data_dir):
+    """The data folder's meta.json as a dict. Raises DataError if the folder or file is missing."""
+    path = os.path.join(data_dir, 'meta.json')
+    if not os.path.isfile(path):
+        raise DataError(f"no prepared data in '{data_dir}' ({path} missing): run prepare.py first, "
+                        f"e.g. python prepare.py --dataset=shakespeare --tokenizer=byte, or set --data_dir")
+    with open(path) as f:
+        return json.load(f)
+
+
+def load_split(data_dir, split, vocab_size=None):
+    """All shards of `split` ('train' or 'val') in data_dir as a list of memmaps. With vocab_size, checks that every
+    token id is < vocab_size (the model's vocabulary) and raises DataError naming the shard otherwise."""
+    paths = sorted(glob.glob(os.path.join(data_dir, f'{split}_*.bin')))
+    if not paths:
+        raise DataError(f"no {split}_*.bin shards in '{data_dir}': run prepare.py (with a val split for 'val')")
+    shards = [read_shard(p) for p in paths]
+    if vocab_size is not None:
+        for p, s in zip(paths, shards):
+            top = int(s.max()) if len(s) else -1
+            if top >= vocab_size:
+                raise DataError(f"shard {p} has token id {top} >= the model's vocab_size {vocab_size}: the data was "
+                                f"prepared with another tokenizer than this model's; prepare it again or set vocab_size")
+    return shards

@@ -1,0 +1,363 @@
+"""
+The test suite: python -m pytest test_all.py  (CPU, a few minutes; GPU tests skip without a GPU).
+Tests make their own small data; none needs ../shared or the network. The gpt2 tokenizer tests skip when tiktoken's
+GPT-2 files are neither cached nor downloadable.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+
+import configurator
+from model_llama import Llama, LlamaConfig, sample_next
+from shards import DataError, load_split, read_shard, write_shard
+from tokenizer import EOT, SPECIAL_TOKENS, get_tokenizer, tokenizer_from_state, train_sentencepiece
+
+ROOT = os.path.dirname(os.path.abspath(__file__))
+TEXT = ''.join(f"Line {i}: the quick brown fox jumps over the lazy dog {i * 7 % 13} times. Ünïcödé ✓ 😀\n"
+               for i in range(400))
+
+
+def run(script, *args, cwd, check=True, timeout=300):
+    p = subprocess.run([sys.executable, os.path.join(ROOT, script), *args], cwd=cwd, capture_output=True, text=True,
+                       timeout=timeout)
+    if check and p.returncode != 0:
+        raise AssertionError(f"{script} {args} failed ({p.returncode}):\n{p.stdout[-3000:]}\n{p.stderr[-3000:]}")
+    return p
+
+
+# ---------------------------------------------------------------------------- configurator
+def make_globals():
+    return {'learning_rate': 6e-4, 'batch_size': 12, 'compile': False, 'out_dir': 'out', 'wandb_run_name': None}
+
+
+def test_config_overrides_and_types():
+    g = make_globals()
+    cfg = configurator.configure(g, ['--learning_rate=1', '--batch_size=32', '--compile=True', '--out_dir=x/y',
+                                     '--wandb_run_name=run1'], verbose=False)
+    assert g['learning_rate'] == 1.0 and isinstance(g['learning_rate'], float)
+    assert g['batch_size'] == 32 and g['compile'] is True and g['out_dir'] == 'x/y' and g['wandb_run_name'] == 'run1'
+    assert cfg == {k: g[k] for k in make_globals()}
+    configurator.configure(g, ['--compile=false'], verbose=False)
+    assert g['compile'] is False
+
+
+def test_config_errors():
+    with pytest.raises(configurator.ConfigError, match="unknown config key 'learning_rte'.*learning_rate"):
+        configurator.configure(make_globals(), ['--learning_rte=1e-3'], verbose=False)
+    with pytest.raises(configurator.ConfigError, match="'batch_size' expects int.*got float"):
+        configurator.configure(make_globals(), ['--batch_size=1.5'], verbose=False)
+    with pytest.raises(configurator.ConfigError, match="'compile' expects bool"):
+        configurator.configure(make_globals(), ['--compile=1'], verbose=False)
+    with pytest.raises(configurator.ConfigError, match="--key=value"):
+        configurator.configure(make_globals(), ['--batch_size'], verbose=False)
+    with pytest.raises(configurator.ConfigError, match="not found"):
+        configurator.configure(make_globals(), ['config/does_not_exist.py'], verbose=False)
+
+
+def test_config_file(tmp_path):
+    good, bad = tmp_path / 'good.py', tmp_path / 'bad.py'
+    good.write_text("import math\nlearning_rate = 3e-4\nbatch_size = 2 ** 3\n")
+    bad.write_text("batch_sise = 8\n")
+    g = make_globals()
+    configurator.configure(g, [str(good), '--batch_size=4'], verbose=False)
+    assert g['learning_rate'] == 3e-4 and g['batch_size'] == 4  # later arguments win
+    with pytest.raises(configurator.ConfigError, match="'batch_sise'.*batch_size"):
+        configurator.configure(make_globals(), [str(bad)], verbose=False)
+
+
+# ---------------------------------------------------------------------------- tokenizers
+def gpt2_or_skip():
+    try:
+        return get_tokenizer('gpt2')
+    except Exception as e:  # offline with no tiktoken cache
+        pytest.skip(f"GPT-2 BPE files unavailable (set TIKTOKEN_CACHE_DIR): {e}")
+
+
+@pytest.fixture(scope='module')
+def sp_model(tmp_path_factory):
+    path = str(tmp_path_factory.mktemp('sp') / 'tokenizer.model')
+    return train_sentencepiece([TEXT], 400, path)
+
+
+@pytest.mark.parametrize('kind', ['gpt2', 'byte', 'sp', 'sp_file'])
+def test_tokenizer_round_trip(kind, sp_model):
+    tok = {'gpt2': gpt2_or_skip, 'byte': lambda: get_tokenizer('byte'),
+           'sp': lambda: get_tokenizer('sp:400', os.path.dirname(sp_model)),
+           'sp_file': lambda: get_tokenizer(sp_model)}[kind]()
+    text = "<|im_start|>user\nWhat is 2+2? Ünï 😀<|im_end|>\n<|im_start|>assistant\n<think>\n2+2=4\n</think>\n4" \
+           "<|im_end|><|pad|><|endoftext|>  two  spaces\tand tab\n\nend"
+    ids = tok.encode(text)
+    assert tok.decode(ids) == text
+    for t in SPECIAL_TOKENS + [EOT]:
+        assert tok.special[t] in ids and tok.encode(t) == [tok.special[t]]
+        assert tok.special[t] < tok.vocab_size
+    assert len(set(tok.special.values())) == len(SPECIAL_TOKENS) + 1
+    assert tok.special[EOT] == tok.eot_id
+    assert max(tok.encode(TEXT)) < tok.vocab_size and tok.decode(tok.encode(TEXT)) == TEXT
+    tok2 = tokenizer_from_state(tok.state())
+    assert tok2.encode(text) == ids and tok2.vocab_size == tok.vocab_size
+
+
+def test_tokenizer_ids():
+    tok = get_tokenizer('byte')
+    assert tok.vocab_size == 262 and tok.eot_id == 256 and tok.encode('A<think>') == [65, 259]
+    assert tok.encode('<think>', special=False) == list(b'<think>')
+    gpt2 = gpt2_or_skip()
+    assert gpt2.eot_id == 50256 and gpt2.special['<|im_start|>'] == 50257 and gpt2.vocab_size == 50262
+    assert gpt2.encode('hello world') == [31373, 995]
+    with pytest.raises(ValueError, match='unknown tokenizer'):
+        get_tokenizer('gpt3')
+    with pytest.raises(FileNotFoundError, match='run prepare.py'):
+        get_tokenizer('sp:512', '/nonexistent')
+
+
+# ---------------------------------------------------------------------------- shards and prepare.py
+def test_shard_round_trip_and_errors(tmp_path):
+    p = str(tmp_path / 'train_000.bin')
+    toks = np.random.default_rng(0).integers(0, 50000, 1000)
+    write_shard(p, toks, 50304)
+    assert read_shard(p).dtype == np.uint16 and np.array_equal(read_shard(p), toks)
+    big = np.array([0, 151935, 70000])
+    write_shard(p, big, 151936)  # Qwen-sized vocabulary -> uint32, version 2
+    assert read_shard(p).dtype == np.uint32 and np.array_equal(read_shard(p), big)
+    with pytest.raises(DataError, match='token ids must be in'):
+        write_shard(p, [5, 300], 262)
+    write_shard(p, toks, 50304)
+    raw = open(p, 'rb').read()
+    open(p, 'wb').write(raw[:-10])
+    with pytest.raises(DataError, match='truncated'):
+        read_shard(p)
+    open(p, 'wb').write(raw[:100])
+    with pytest.raises(DataError, match='truncated'):
+        read_shard(p)
+    open(p, 'wb').write(b'\x00' * 4 + raw[4:])
+    with pytest.raises(DataError, match='not a token shard'):
+        read_shard(p)
+    open(p, 'wb').write(raw[:4] + (9).to_bytes(4, 'little') + raw[8:])
+    with pytest.raises(DataError, match='unknown version'):
+        read_shard(p)
+    open(p, 'wb').write(raw)
+    with pytest.raises(DataError, match="token id .* >= the model's vocab_size 1000"):
+        load_split(str(tmp_path), 'train', vocab_size=1000)
+    with pytest.raises(DataError, match='no val_'):
+        load_split(str(tmp_path), 'val')
+
+
+def test_prepare_local_sources(tmp_path):
+    (tmp_path / 'docs').mkdir()
+    recs = [{'text': f"document {i}: " + 'abc ' * (i % 7)} for i in range(40)]
+    (tmp_path / 'docs' / 'a.jsonl').write_text(''.join(json.dumps(r) + '\n' for r in recs[:20]))
+    (tmp_path / 'docs' / 'b.json').write_text(json.dumps(recs[20:30]))
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    pq.write_table(pa.table({'text': [r['text'] for r in recs[30:]]}), str(tmp_path / 'docs' / 'c.parquet'))
+    p = run('prepare.py', '--dataset=docs', '--tokenizer=byte', '--data_dir=d', cwd=tmp_path)
+    meta = json.load(open(tmp_path / 'd' / 'meta.json'))
+    assert meta['train_docs'] + meta['val_docs'] == 40 and meta['val_docs'] == 4 and meta['vocab_size'] == 262
+    tok = get_tokenizer('byte')
+    train = np.concatenate(load_split(str(tmp_path / 'd'), 'train'))
+    assert train[0] == tok.eot_id and (train == tok.eot_id).sum() == 36
+    docs = tok.decode(train.tolist()).split(EOT)[1:]
+    assert docs == [r['text'] for i, r in enumerate(recs) if i % 10 != 9]
+    assert len(train) == meta['train_tokens']
+    p = run('prepare.py', '--dataset=docs', '--tokenizer=byte', '--data_dir=d', cwd=tmp_path)
+    assert 'nothing to do' in p.stdout
+    p = run('prepare.py', '--dataset=docs', '--tokenizer=sp:400', '--data_dir=d', cwd=tmp_path, check=False)
+    assert p.returncode == 1 and "already holds data tokenized with 'byte'" in p.stderr
+    p = run('prepare.py', '--dataset=docs', '--text_field=body', '--data_dir=e', cwd=tmp_path, check=False)
+    assert p.returncode == 1 and "no 'body' field" in p.stderr and 'Traceback' not in p.stderr
+
+
+def test_prepare_single_text_split_and_sentencepiece(tmp_path):
+    (tmp_path / 'input.txt').write_text(TEXT)
+    run('prepare.py', '--dataset=shakespeare', '--source=input.txt', '--tokenizer=sp:400', cwd=tmp_path)
+    d = tmp_path / 'data' / 'shakespeare_sp400'
+    tok = get_tokenizer('sp:400', str(d))
+    train, val = (np.concatenate(load_split(str(d), s)).tolist() for s in ('train', 'val'))
+    n = int(len(TEXT) * 0.9)  # the last 10% of the characters is val, as nanoGPT splits Tiny Shakespeare
+    assert tok.decode(train) == EOT + TEXT[:n] and tok.decode(val) == EOT + TEXT[n:]
+
+
+# ---------------------------------------------------------------------------- the model
+def tiny_config(**kw):
+    return LlamaConfig(**{**dict(block_size=32, vocab_size=64, n_layer=2, n_head=4, n_kv_head=2, n_embd=32), **kw})
+
+
+def test_causality():
+    torch.manual_seed(0)
+    model = Llama(tiny_config()).eval()
+    x = torch.randint(0, 64, (2, 32))
+    y = x.clone()
+    y[:, 20:] = torch.randint(0, 64, (2, 12))
+    with torch.no_grad():
+        a, b = model(x)[0], model(y)[0]
+    assert torch.allclose(a[:, :20], b[:, :20], atol=1e-6) and not torch.allclose(a[:, 20:], b[:, 20:])
+
+
+def test_kv_cache_matches_full_forward():
+    torch.manual_seed(0)
+    model = Llama(tiny_config()).eval()
+    prompt = torch.randint(0, 64, (3, 5))
+    out = model.generate(prompt, 20, temperature=0)
+    assert out.shape == (3, 25)
+    seq = prompt
+    with torch.no_grad():
+        for _ in range(20):  # greedy without a cache: re-run the whole sequence each step
+            seq = torch.cat([seq, model(seq)[0][:, -1].argmax(-1, keepdim=True)], dim=1)
+    assert torch.equal(out, seq)
+    # a prefill in two chunks through the cache (the second one masked) equals one full forward
+    x = torch.randint(0, 64, (2, 30))
+    model._reset_cache(2, 'cpu', torch.float32)
+    with torch.no_grad():
+        a = model(x[:, :17])[0]
+        b = model(x[:, 17:], pos=17)[0]
+    model._drop_cache()
+    full = model(x)[0]
+    assert torch.allclose(torch.cat([a, b], 1), full, atol=1e-5)
+
+
+def test_generate_past_block_size_and_stop_tokens():
+    torch.manual_seed(0)
+    model = Llama(tiny_config(block_size=16)).eval()
+    out = model.generate(torch.randint(0, 64, (1, 10)), 30, temperature=0)
+    assert out.shape == (1, 40)
+    with torch.no_grad():  # the last token comes from the cropped context, as in nanoGPT
+        assert out[0, -1] == model(out[:, -17:-1])[0][0, -1].argmax()
+    first = int(out[0, 10])
+    stopped = model.generate(out[:, :10], 30, temperature=0, stop_tokens=[first])
+    assert stopped.shape == (1, 11) and stopped[0, -1] == first
+
+
+def test_gqa_equals_mha_with_repeated_heads():
+    torch.manual_seed(0)
+    gqa = Llama(tiny_config(n_head=4, n_kv_head=2)).eval()
+    mha = Llama(tiny_config(n_head=4, n_kv_head=4)).eval()
+    sd = gqa.state_dict()
+    for k in list(sd):
+        if k.endswith(('k_proj.weight', 'v_proj.weight')):  # kv head j serves query heads 2j and 2j+1
+            sd[k] = sd[k].view(2, 8, 32).repeat_interleave(2, dim=0).reshape(32, 32)
+    mha.load_state_dict(sd)
+    x = torch.randint(0, 64, (2, 32))
+    with torch.no_grad():
+        assert torch.allclose(gqa(x)[0], mha(x)[0], atol=1e-5)
+
+
+def test_sampling_filters():
+    logits = torch.tensor([[1.0, 3.0, 2.0, 0.5], [0.0, 0.0, 5.0, 4.9]])
+    assert sample_next(logits, 0).tolist() == [1, 2]
+    g = torch.Generator().manual_seed(0)
+    for _ in range(20):
+        assert sample_next(logits, 1.0, top_k=1, generator=g).tolist() == [1, 2]
+        assert sample_next(logits, 1.0, top_p=0.01, generator=g).tolist() == [1, 2]
+        assert set(sample_next(logits, 1.0, top_k=2, generator=g).tolist()[1:]) <= {2, 3}
+
+
+def test_overfit_one_batch():
+    torch.manual_seed(0)
+    model = Llama(tiny_config())
+    opt = model.configure_optimizers(0.0, 3e-3, (0.9, 0.95), 'cpu')
+    x = torch.randint(0, 64, (4, 32))
+    y = torch.randint(0, 64, (4, 32))
+    for _ in range(150):
+        _, loss = model(x, y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert loss.item() < 0.05
+    mask = torch.zeros_like(y)
+    mask[:, -4:] = 1
+    _, masked = model(x, y, loss_mask=mask)
+    full = torch.nn.functional.cross_entropy(model(x)[0][:, -4:].reshape(-1, 64), y[:, -4:].reshape(-1))
+    assert torch.allclose(masked, full, atol=1e-6)
+
+
+# ---------------------------------------------------------------------------- train.py and sample.py end to end
+TRAIN_ARGS = ['--data_dir=d', '--block_size=32', '--batch_size=4', '--n_layer=2', '--n_head=4', '--n_kv_head=2',
+              '--n_embd=32', '--eval_interval=5', '--eval_iters=2', '--log_interval=1', '--warmup_iters=3',
+              '--lr_decay_iters=12', '--learning_rate=3e-3', '--gradient_accumulation_steps=2', '--dropout=0.1',
+              '--device=cpu']
+
+
+@pytest.fixture(scope='module')
+def data_dir(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp('train')
+    (tmp / 'input.txt').write_text(TEXT)
+    run('prepare.py', '--dataset=input.txt', '--tokenizer=byte', '--data_dir=d', cwd=tmp)
+    return tmp
+
+
+def test_exact_resume(data_dir):
+    run('train.py', *TRAIN_ARGS, '--out_dir=full', '--max_iters=12', cwd=data_dir)
+    run('train.py', *TRAIN_ARGS, '--out_dir=part', '--max_iters=7', cwd=data_dir)
+    run('train.py', *TRAIN_ARGS, '--out_dir=part', '--max_iters=12', '--init_from=resume', cwd=data_dir)
+    a = torch.load(data_dir / 'full' / 'ckpt.pt', weights_only=False)
+    b = torch.load(data_dir / 'part' / 'ckpt.pt', weights_only=False)
+    assert a['iter_num'] == b['iter_num'] == 12
+    for k in a['model']:
+        assert torch.equal(a['model'][k], b['model'][k]), k
+    logs = [[json.loads(line) for line in open(data_dir / d / 'log.jsonl')] for d in ('full', 'part')]
+    losses = [{r['iter']: r['loss'] for r in log if 'loss' in r} for log in logs]
+    assert losses[0] == losses[1] and len(losses[0]) == 12
+    assert json.load(open(data_dir / 'full' / 'config.json'))['max_iters'] == 12
+    assert a['tokenizer']['spec'] == 'byte' and a['config']['n_embd'] == 32
+
+
+def test_train_errors(data_dir):
+    p = run('train.py', *TRAIN_ARGS, '--lerning_rate=1', cwd=data_dir, check=False)
+    assert p.returncode == 1 and 'learning_rate' in p.stderr and 'Traceback' not in p.stderr
+    p = run('train.py', '--data_dir=missing', cwd=data_dir, check=False)
+    assert p.returncode == 1 and 'run prepare.py first' in p.stderr
+    p = run('train.py', *TRAIN_ARGS, '--vocab_size=100', cwd=data_dir, check=False)
+    assert p.returncode == 1 and 'smaller than the tokenizer' in p.stderr
+    p = run('train.py', *TRAIN_ARGS, '--out_dir=none', '--init_from=resume', cwd=data_dir, check=False)
+    assert p.returncode == 1 and 'does not exist' in p.stderr
+
+
+def test_sigint_saves_and_resumes(data_dir):
+    args = [sys.executable, os.path.join(ROOT, 'train.py'), *TRAIN_ARGS, '--out_dir=sig', '--max_iters=100000',
+            '--eval_interval=100000', '--lr_decay_iters=100000']
+    proc = subprocess.Popen(args, cwd=data_dir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    for line in proc.stdout:
+        if line.startswith('iter 3:'):
+            proc.send_signal(signal.SIGINT)
+            break
+    out = proc.communicate(timeout=60)[0]
+    assert proc.returncode == 0 and 'resume with --init_from=resume' in out
+    it = torch.load(data_dir / 'sig' / 'ckpt.pt', weights_only=False)['iter_num']
+    assert it >= 3
+    p = run('train.py', *TRAIN_ARGS, '--out_dir=sig', f'--max_iters={it + 2}', '--init_from=resume', cwd=data_dir)
+    assert f'resuming from sig/ckpt.pt at iteration {it}' in p.stdout
+
+
+def test_sample_streams(data_dir):
+    run('train.py', *TRAIN_ARGS, '--out_dir=s', '--max_iters=5', cwd=data_dir)
+    p = run('sample.py', '--out_dir=s', '--start=Line', '--num_samples=2', '--max_new_tokens=20', '--device=cpu',
+            cwd=data_dir)
+    assert p.stdout.count('Line') >= 2 and p.stdout.count('---------------') == 2
+    p = run('sample.py', '--out_dir=s', '--start=Line', '--max_new_tokens=20', '--temperature=0', '--device=cpu',
+            '--num_samples=1', cwd=data_dir)
+    q = run('sample.py', '--out_dir=s', '--start=Line', '--max_new_tokens=20', '--temperature=0', '--device=cpu',
+            '--num_samples=1', '--stream=False', cwd=data_dir)
+    assert p.stdout == q.stdout
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA GPU')
+def test_cuda_bf16_matches_fp32():
+    torch.manual_seed(0)
+    model = Llama(tiny_config()).cuda().eval()
+    x = torch.randint(0, 64, (2, 32), device='cuda')
+    with torch.no_grad():
+        ref = model(x)[0]
+        with torch.autocast('cuda', dtype=torch.bfloat16):
+            low = model(x)[0]
+    assert (low - ref).abs().max() < 0.1
+    out = model.generate(x[:, :5], 20, temperature=0)
+    assert out.shape == (2, 25)

@@ -1,0 +1,160 @@
+"""
+Tokenizers shared by prepare.py, train.py, sample.py and bench.py. One spec string picks one:
+
+    gpt2            GPT-2 BPE through tiktoken (50257 ids) + our special tokens appended from id 50257
+    byte            raw UTF-8 bytes (ids 0..255) + <|endoftext|> (256) + our special tokens, for char-level runs
+    sp:N            a SentencePiece BPE model of N pieces trained on the dataset by prepare.py (specials are
+                    user-defined symbols, byte fallback on); saved as tokenizer.model in the data folder
+    path/x.model    an existing SentencePiece model (e.g. Llama 2's tokenizer.model); specials appended after it
+
+A Tokenizer's `state()` (a small dict, with the SentencePiece model bytes when there is one) is stored in every
+checkpoint, so sample.py and bench.py decode with exactly the tokenizer the model was trained with.
+"""
+
+import os
+import re
+
+SPECIAL_TOKENS = ['<|im_start|>', '<|im_end|>', '<think>', '</think>', '<|pad|>']
+EOT = '<|endoftext|>'
+
+
+class Tokenizer:
+    """encode(str) -> list[int], decode(list[int]) -> str, plus `vocab_size`, `eot_id` (document separator) and
+    `special` {token string: id}. Build one with `get_tokenizer(spec)` or `tokenizer_from_state(state)`."""
+
+    def __init__(self, spec, kind, sp_proto=None):
+        self.spec, self.kind, self.sp_proto = spec, kind, sp_proto
+        if kind == 'gpt2':
+            import tiktoken
+            base = tiktoken.get_encoding('gpt2')
+            n = base.n_vocab  # 50257, <|endoftext|> = 50256
+            self.special = {EOT: base.eot_token, **{t: n + i for i, t in enumerate(SPECIAL_TOKENS)}}
+            self.enc = tiktoken.Encoding(name='gpt2_tr', pat_str=base._pat_str, mergeable_ranks=base._mergeable_ranks,
+                                         special_tokens=self.special)
+            self.eot_id, self.vocab_size = base.eot_token, n + len(SPECIAL_TOKENS)
+        elif kind == 'byte':
+            self.special = {t: 256 + i for i, t in enumerate([EOT] + SPECIAL_TOKENS)}
+            self.eot_id, self.vocab_size = 256, 256 + 1 + len(SPECIAL_TOKENS)
+        elif kind == 'sp':
+            import sentencepiece as spm
+            self.sp = spm.SentencePieceProcessor(model_proto=sp_proto)
+            n = self.sp.get_piece_size()
+            self.special = {}
+            for i, t in enumerate(SPECIAL_TOKENS):  # trained models have them as pieces; others get them appended
+                pid = self.sp.piece_to_id(t)
+                self.special[t] = pid if pid != self.sp.unk_id() and self.sp.id_to_piece(pid) == t else None
+            extra = [t for t in SPECIAL_TOKENS if self.special[t] is None]
+            for i, t in enumerate(extra):
+                self.special[t] = n + i
+            self.appended = {self.special[t]: t for t in extra}
+            self.eot_id = self.sp.eos_id()
+            if self.eot_id < 0:
+                raise ValueError(f"SentencePiece model '{spec}' has no end-of-sentence piece; cannot separate documents")
+            self.special[EOT] = self.eot_id
+            self.vocab_size = n + len(extra)
+        else:
+            raise ValueError(f"unknown tokenizer kind '{kind}'")
+        self._split = re.compile('(' + '|'.join(re.escape(t) for t in self.special) + ')')
+
+    def encode(self, text, special=True):
+        """Text -> token ids. With special=True the strings of `self.special` become their single ids; with
+        special=False they are ordinary text (use that for raw corpora that may contain them by accident)."""
+        if self.kind == 'gpt2':
+            return self.enc.encode(text, allowed_special='all') if special else self.enc.encode_ordinary(text)
+        ids = []
+        for i, part in enumerate(self._split.split(text) if special else [text]):
+            if i % 2 == 1:
+                ids.append(self.special[part])
+            elif part:
+                ids.extend(self._encode_plain(part))
+        return ids
+
+    def _encode_plain(self, text):
+        if self.kind == 'byte':
+            return list(text.encode('utf-8'))
+        return self.sp.encode(text)
+
+    def decode(self, ids):
+        """Token ids -> text. Special ids become their strings; invalid UTF-8 becomes U+FFFD."""
+        ids = [int(i) for i in ids]
+        if self.kind == 'gpt2':
+            return self.enc.decode(ids)
+        if self.kind == 'byte':
+            inv = {v: k for k, v in self.special.items()}
+            out, buf = [], bytearray()
+            for i in ids:
+                if i < 256:
+                    buf.append(i)
+                else:
+                    out.append(buf.decode('utf-8', errors='replace') + inv.get(i, ''))
+                    buf = bytearray()
+            return ''.join(out) + buf.decode('utf-8', errors='replace')
+        out, run = [], []
+        for i in ids:  # SentencePiece knows its own pieces; appended specials are ours to print
+            if i in self.appended:
+                out.append(self.sp.decode(run) + self.appended[i])
+                run = []
+            elif i == self.eot_id:
+                out.append(self.sp.decode(run) + EOT)
+                run = []
+            else:
+                run.append(i)
+        return ''.join(out) + self.sp.decode(run)
+
+    def state(self):
+        """A picklable description that `tokenizer_from_state` turns back into this tokenizer."""
+        return {'spec': self.spec, 'kind': self.kind, 'sp_proto': self.sp_proto}
+
+
+def tokenizer_from_state(state):
+    """Inverse of Tokenizer.state(); `state` comes from a checkpoint."""
+    return Tokenizer(state['spec'], state['kind'], state.get('sp_proto'))
+
+
+def get_tokenizer(spec, data_dir=None):
+    """Tokenizer from a spec string (see module docstring). `sp:N` needs `data_dir`, where prepare.py saved the
+    trained model as tokenizer.model. Raises FileNotFoundError / ValueError with a message that says the fix."""
+    if spec == 'gpt2':
+        return Tokenizer(spec, 'gpt2')
+    if spec == 'byte':
+        return Tokenizer(spec, 'byte')
+    if spec.startswith('sp:'):
+        path = os.path.join(data_dir or '.', 'tokenizer.model')
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"tokenizer '{spec}' is trained by prepare.py into {path}, which does not exist: "
+                                    f"run prepare.py with --tokenizer={spec} first")
+        return Tokenizer(spec, 'sp', open(path, 'rb').read())
+    if spec.endswith('.model') or os.path.isfile(spec):
+        if not os.path.isfile(spec):
+            raise FileNotFoundError(f"SentencePiece model file '{spec}' not found")
+        return Tokenizer(spec, 'sp', open(spec, 'rb').read())
+    raise ValueError(f"unknown tokenizer '{spec}': use gpt2, byte, sp:N (e.g. sp:4096) or a path to a .model file")
+
+
+def train_sentencepiece(texts, vocab_size, path):
+    """Train a SentencePiece BPE model of `vocab_size` pieces on an iterable of strings and save it to `path`.
+    Settings follow llama2.c's train_vocab (identity normalisation, byte fallback, split digits); the special tokens
+    are user-defined symbols; no dummy prefix, so encoding pieces of a text and joining them equals encoding it."""
+    import io
+    import sentencepiece as spm
+
+    def lines():
+        for t in texts:
+            for line in t.split('\n'):
+                if line.strip():
+                    yield line
+
+    model = io.BytesIO()
+    try:
+        spm.SentencePieceTrainer.train(
+            sentence_iterator=lines(), model_writer=model, model_type='bpe', vocab_size=vocab_size,
+            self_test_sample_size=0, character_coverage=1.0, num_threads=os.cpu_count(), split_digits=True,
+            allow_whitespace_only_pieces=True, byte_fallback=True, normalization_rule_name='identity',
+            add_dummy_prefix=False, remove_extra_whitespaces=False, input_sentence_size=2_000_000,
+            shuffle_input_sentence=True, user_defined_symbols=SPECIAL_TOKENS, max_sentence_length=16384,
+            unk_surface=r' ⁇ ', minloglevel=2)
+    except RuntimeError as e:  # e.g. fewer pieces than the 256 bytes + the characters of the text
+        raise ValueError(f"SentencePiece training failed: {str(e).split('] ')[-1]}") from None
+    with open(path, 'wb') as f:
+        f.write(model.getvalue())
+    return path
