@@ -99,3 +99,21 @@ def configure(g, argv=None, verbose=True):
     if verbose:
         print(json.dumps(config, indent=None))
     return config
+
+
+def pick_device(device):
+    """Resolve a `device` config value: 'auto' -> 'cuda' if available, else 'mps', else 'cpu'; an explicit 'cpu',
+    'cuda', 'cuda:N' or 'mps' is checked to exist. Returns the device string; raises ConfigError otherwise."""
+    import torch
+    if device == 'auto':
+        return 'cuda' if torch.cuda.is_available() else 'mps' if torch.backends.mps.is_available() else 'cpu'
+    kind, _, index = device.partition(':')
+    if kind not in ('cpu', 'cuda', 'mps') or (index and not index.isdigit()):
+        raise ConfigError(f"unknown device '{device}': use auto, cpu, cuda, cuda:N or mps")
+    if kind == 'cuda' and not torch.cuda.is_available():
+        raise ConfigError(f"device '{device}' asked for, but CUDA is not available here: use --device=cpu")
+    if kind == 'cuda' and index and int(index) >= torch.cuda.device_count():
+        raise ConfigError(f"device '{device}' does not exist: this machine has {torch.cuda.device_count()} GPU(s)")
+    if kind == 'mps' and not torch.backends.mps.is_available():
+        raise ConfigError(f"device '{device}' asked for, but MPS is not available here: use --device=cpu")
+    return device

@@ -37,6 +37,9 @@ class LlamaConfig:
     dropout: float = 0.0
 
     def __post_init__(self):
+        for k in ('block_size', 'vocab_size', 'n_layer', 'n_head', 'n_kv_head', 'n_embd'):
+            if getattr(self, k) < 1:
+                raise ValueError(f"{k} must be at least 1, got {getattr(self, k)}")
         if self.intermediate_size == 0:
             self.intermediate_size = 32 * math.ceil(int(8 * self.n_embd / 3) / 32)
         if self.n_embd % self.n_head or self.n_head % self.n_kv_head:
@@ -232,11 +235,12 @@ class Llama(nn.Module):
 
     @torch.no_grad()
     def generate_stream(self, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None, stop_tokens=None,
-                        generator=None):
+                        generator=None, vocab_limit=None):
         """Yield the next tokens, a (B,) int64 tensor per step, for prompts idx (B, T). Prefills a KV cache once,
         then runs one token per step. Stops after max_new_tokens, or once every row has produced a stop token
         (rows that stopped keep yielding that stop token). Past block_size the context is cropped to the last
-        block_size tokens and re-encoded each step, as nanoGPT does."""
+        block_size tokens and re-encoded each step, as nanoGPT does. vocab_limit: never sample ids >= it (the
+        tokenizer's vocabulary, when the model's is padded)."""
         was_training = self.training
         self.eval()
         stop = torch.tensor(sorted(stop_tokens or []), dtype=torch.long, device=idx.device)
@@ -255,7 +259,8 @@ class Llama(nn.Module):
                 else:                                        # cache full: crop and re-encode
                     seq = seq[:, -self.config.block_size:]
                     logits, _ = self(seq, pos=0, last_only=True)
-                nxt = sample_next(logits[:, -1], temperature, top_k, top_p, generator)
+                logits = logits[:, -1, :vocab_limit]
+                nxt = sample_next(logits, temperature, top_k, top_p, generator)
                 if len(stop):
                     nxt = torch.where(done, seq[:, -1] if new is not None else nxt, nxt)
                     done |= torch.isin(nxt, stop)
@@ -269,11 +274,11 @@ class Llama(nn.Module):
 
     @torch.no_grad()
     def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None, stop_tokens=None,
-                 generator=None):
+                 generator=None, vocab_limit=None):
         """idx (B, T) int64 -> (B, T + n) int64 with n <= max_new_tokens new tokens; see generate_stream.
         temperature 0 is greedy decoding."""
         out = [idx] + [t[:, None] for t in self.generate_stream(idx, max_new_tokens, temperature, top_k, top_p,
-                                                                 stop_tokens, generator)]
+                                                                 stop_tokens, generator, vocab_limit)]
         return torch.cat(out, dim=1)
 
 
@@ -295,12 +300,13 @@ def sample_next(logits, temperature=1.0, top_k=None, top_p=None, generator=None)
 
 
 # bf16 dense tensor-core peak FLOP/s by device name (vendor data sheets, without sparsity)
-PEAK_BF16 = {'H200': 989e12, 'H100': 989e12, 'A100': 312e12, 'A6000': 155e12, 'L40S': 362e12, 'L4': 121e12,
-             'A10': 125e12, '4090': 165e12, '3090': 71e12, 'V100': 125e12, 'T4': 65e12}
+# (the first name contained in the device's name wins, so longer names come first; V100 and T4 have no bf16: fp16)
+PEAK_BF16 = {'H200': 989e12, 'H100': 989e12, 'A100': 312e12, 'A6000': 155e12, 'L40S': 362e12, 'L40': 181e12,
+             'L4': 121e12, 'A10': 125e12, '4090': 165e12, '3090': 71e12, 'V100': 125e12, 'T4': 65e12}
 
 
 def device_peak_flops(device):
-    """Peak bf16 FLOP/s of a CUDA device from PEAK_BF16 (H100 PCIe: 756 TFLOP/s), or None (CPU, MPS, unknown)."""
+    """Peak 16-bit FLOP/s of a CUDA device from PEAK_BF16 (H100 PCIe: 756 TFLOP/s), or None (CPU, MPS, unknown)."""
     if not str(device).startswith('cuda') or not torch.cuda.is_available():
         return None
     name = torch.cuda.get_device_name(device)

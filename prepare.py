@@ -152,16 +152,16 @@ def documents(which):
             return
     elif '/' in where and not where.startswith(('.', '/')):
         docs = read_hub(where, split)
-        if val_split and which == 'all':
+        if val_split:  # the source's own val split
             yield from (('train', d) for d in docs)
-            yield from (('val', d) for d in read_hub(where, val_split))
+            if which == 'all':
+                yield from (('val', d) for d in read_hub(where, val_split))
             return
     else:
         raise DataError(f"dataset '{name}' is not a recipe ({', '.join(RECIPES)}), a local path or a "
                         f"Hugging Face id (owner/name)")
-    stride = round(1 / val_fraction) if val_fraction > 0 and not val_split else 0
-    for i, d in enumerate(docs):
-        sp = 'val' if stride and i % stride == stride - 1 else 'train'
+    for i, d in enumerate(docs):  # document i goes to val when the running share of val would fall behind
+        sp = 'val' if int((i + 1) * val_fraction) > int(i * val_fraction) else 'train'
         if which == 'all' or sp == which:
             yield sp, d
 
@@ -180,9 +180,15 @@ def main():
     global data_dir, text_field, val_split
     if dataset in RECIPES:
         text_field = text_field if text_field != 'text' else RECIPES[dataset][1]
-        val_split = val_split or RECIPES[dataset][2]
+        val_split = val_split or (RECIPES[dataset][2] if not source else '')  # local copies carve out val_fraction
     if not 0 <= val_fraction < 1:
         raise ConfigError(f"val_fraction must be in [0, 1), got {val_fraction}")
+    if not 0 < shard_size < 2 ** 31:
+        raise ConfigError(f"shard_size must be in [1, 2^31) tokens, got {shard_size}")
+    if tokenizer.startswith('sp:') and not tokenizer[3:].isdigit():
+        raise ConfigError(f"tokenizer '{tokenizer}': sp:N needs a number of pieces, e.g. sp:4096")
+    if not tokenizer.startswith('sp:'):
+        get_tokenizer(tokenizer)  # a bad spec or a missing file fails here, before anything is written
     tag = tokenizer.replace(':', '').replace('/', '_') if not tokenizer.endswith('.model') \
         else os.path.splitext(os.path.basename(tokenizer))[0]
     data_dir = data_dir or os.path.join('data', f"{os.path.basename(dataset.rstrip('/')).split('.')[0]}_{tag}")
@@ -196,11 +202,13 @@ def main():
                  f"choose another --data_dir or delete that folder")
         if meta.get('args') == args:
             try:
+                if meta['tokenizer'].startswith('sp:') or meta['tokenizer'].endswith('.model'):
+                    get_tokenizer(meta['tokenizer'], data_dir)
                 for f in meta['files']:
                     read_shard(os.path.join(data_dir, f))
                 print(f"'{data_dir}' is already prepared with these arguments; nothing to do")
                 return
-            except DataError as e:
+            except (DataError, FileNotFoundError) as e:
                 print(f"re-preparing: {e}")
         os.remove(meta_path)  # from here until the new meta.json, the folder is not a finished dataset
     os.makedirs(data_dir, exist_ok=True)
@@ -219,14 +227,11 @@ def main():
                 if total >= sp_train_chars:
                     break
         train_sentencepiece(sample(), n, os.path.join(data_dir, 'tokenizer.model'))
-    elif tokenizer.endswith('.model'):
-        if not os.path.isfile(tokenizer):
-            raise DataError(f"SentencePiece model '{tokenizer}' not found")
-        shutil.copyfile(tokenizer, os.path.join(data_dir, 'tokenizer.model'))
-    try:
-        tok = get_tokenizer(tokenizer, data_dir)
-    except ValueError as e:
-        fail(str(e))
+    elif tokenizer.endswith('.model'):  # keep a copy with the data, so the folder is self-contained
+        copy = os.path.join(data_dir, 'tokenizer.model')
+        if not os.path.exists(copy) or not os.path.samefile(tokenizer, copy):
+            shutil.copyfile(tokenizer, copy)
+    tok = get_tokenizer(tokenizer, data_dir)
     version, dtype = dtype_for_vocab(tok.vocab_size)
 
     buffers, counts, files, ndocs = {'train': [], 'val': []}, {'train': 0, 'val': 0}, [], {'train': 0, 'val': 0}
@@ -247,6 +252,7 @@ def main():
         for sp, ids in results:
             ndocs[sp] += 1
             counts[sp] += len(ids)
+            bar.update(len(ids))
             while len(ids):  # a document may span two shards, as in llm.c
                 take = ids[:shard_size - filled[sp]]
                 buffers[sp].append(take)
@@ -254,13 +260,15 @@ def main():
                 ids = ids[len(take):]
                 if filled[sp] == shard_size:
                     flush(sp)
-            bar.update(len(take))
     if pool:
         pool.close()
+    if not counts['train']:
+        raise DataError(f"dataset '{dataset}' gave no training text: is the source empty?")
+    if val_fraction > 0 and not counts['val']:
+        raise DataError(f"no document went to val ({ndocs['train']} documents, val_fraction {val_fraction}): "
+                        f"raise --val_fraction or add documents")
     for sp in ('train', 'val'):
-        if filled[sp] or (sp == 'train' and not files):
-            if not buffers[sp]:
-                raise DataError(f"dataset '{dataset}' gave no text: is the source empty?")
+        if filled[sp]:
             flush(sp)
     meta = {'tokenizer': tokenizer, 'vocab_size': tok.vocab_size, 'eot_id': tok.eot_id,
             'dtype': np.dtype(dtype).name, 'version': version, 'train_tokens': counts['train'],
@@ -268,6 +276,8 @@ def main():
             'files': sorted(files), 'args': args}
     with open(meta_path + '.tmp', 'w') as f:
         json.dump(meta, f, indent=2)
+        f.flush()
+        os.fsync(f.fileno())
     os.replace(meta_path + '.tmp', meta_path)
     print(f"wrote {counts['train']:,} train and {counts['val']:,} val tokens ({ndocs['train']:,} + {ndocs['val']:,} "
           f"documents, {meta['dtype']}, vocab {tok.vocab_size}) to {data_dir}")
@@ -278,4 +288,6 @@ if __name__ == '__main__':
         config = configure(globals())
         main()
     except (ConfigError, DataError, FileNotFoundError) as e:
+        fail(str(e))
+    except ValueError as e:  # from the tokenizer: an unknown spec, an sp:N too small for the data
         fail(str(e))

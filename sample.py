@@ -13,7 +13,7 @@ import sys
 
 import torch
 
-from configurator import ConfigError, configure
+from configurator import ConfigError, configure, pick_device
 from tokenizer import tokenizer_from_state
 
 # -----------------------------------------------------------------------------
@@ -38,10 +38,17 @@ def fail(msg):
 
 try:
     configure(globals(), verbose=False)
+    device = pick_device(device)
+    if temperature < 0 or not 0 < top_p <= 1 or top_k < 0 or num_samples < 0 or max_new_tokens < 0:
+        raise ConfigError(f"need temperature >= 0 (got {temperature}), 0 < top_p <= 1 (got {top_p}), top_k >= 0 "
+                          f"(got {top_k}), and num_samples, max_new_tokens >= 0")
+    if start.startswith('FILE:'):
+        if not os.path.isfile(start[5:]):
+            raise ConfigError(f"prompt file '{start[5:]}' not found (--start=FILE:path)")
+        with open(start[5:], encoding='utf-8') as f:
+            start = f.read()
 except ConfigError as e:
     fail(str(e))
-if device == 'auto':
-    device = 'cuda' if torch.cuda.is_available() else 'mps' if torch.backends.mps.is_available() else 'cpu'
 name = ckpt or ('best.pt' if os.path.isfile(os.path.join(out_dir, 'best.pt')) else 'ckpt.pt')
 path = os.path.join(out_dir, name)
 if not os.path.isfile(path):
@@ -58,23 +65,21 @@ tok = tokenizer_from_state(checkpoint['tokenizer'])
 print(f"loaded {path} (iteration {checkpoint['iter_num']}, {model.get_num_params() / 1e6:.2f}M parameters)",
       file=sys.stderr)
 
-if start.startswith('FILE:'):
-    with open(start[5:], encoding='utf-8') as f:
-        start = f.read()
 ids = tok.encode(start) or [tok.eot_id]
 x = torch.tensor([ids], dtype=torch.long, device=device)
 gen = torch.Generator(device=device).manual_seed(seed)
 for k in range(num_samples):
-    out, shown = list(ids), len(tok.decode(ids))
+    out, shown = list(ids), len(tok.decode(ids))  # print the prompt as typed, then what decodes after it
     print(start, end='', flush=True)
-    for nxt in model.generate_stream(x, max_new_tokens, temperature, top_k or None, top_p, [tok.eot_id], gen):
-        out.append(int(nxt[0]))
-        if out[-1] == tok.eot_id:
+    for nxt in model.generate_stream(x, max_new_tokens, temperature, top_k or None, top_p, [tok.eot_id], gen,
+                                     vocab_limit=tok.vocab_size):
+        if int(nxt[0]) == tok.eot_id:
             break
+        out.append(int(nxt[0]))
         if stream:
             text = tok.decode(out)
             if not text.endswith('\ufffd'):  # wait for the rest of a multi-byte character
                 print(text[shown:], end='', flush=True)
                 shown = len(text)
-    print(tok.decode(out)[shown:] if stream else tok.decode(out)[len(start):])
+    print(tok.decode(out)[shown:])
     print('---------------')

@@ -176,6 +176,35 @@ def test_prepare_local_sources(tmp_path):
     assert p.returncode == 1 and "no 'body' field" in p.stderr and 'Traceback' not in p.stderr
 
 
+def test_prepare_shards_recipe_source_and_bad_args(tmp_path):
+    recs = [{'story': f"story {i} " + 'la ' * i} for i in range(30)]
+    (tmp_path / 'stories.jsonl').write_text(''.join(json.dumps(r) + '\n' for r in recs))
+    run('prepare.py', '--dataset=tinystories', '--source=stories.jsonl', '--text_field=story', '--tokenizer=byte',
+        '--shard_size=500', '--val_fraction=0.2', cwd=tmp_path)
+    d = str(tmp_path / 'data' / 'tinystories_byte')
+    meta = json.load(open(os.path.join(d, 'meta.json')))
+    assert meta['val_docs'] == 6 and len(meta['files']) >= 4  # a local copy of a recipe carves out val_fraction
+    for sp, n in (('train', 24), ('val', 6)):
+        shards = load_split(d, sp)
+        assert all(len(s) == 500 for s in shards[:-1])  # documents span shard boundaries, as in llm.c
+        text = get_tokenizer('byte').decode(np.concatenate(shards).tolist())
+        assert text.count(EOT) == n and sum(len(s) for s in shards) == meta[f'{sp}_tokens']
+    for bad, msg in (('--shard_size=0', 'shard_size must be'), ('--tokenizer=sp:abc', 'sp:N needs a number'),
+                     ('--tokenizer=gpt3', 'unknown tokenizer'), ('--tokenizer=missing.model', 'not found'),
+                     ('--val_fraction=1.5', 'val_fraction must be'), ('--dataset=nothing_here', 'is not a recipe')):
+        p = run('prepare.py', '--dataset=stories.jsonl', '--text_field=story', '--data_dir=bad', bad, cwd=tmp_path,
+                check=False)
+        assert p.returncode == 1 and msg in p.stderr and 'Traceback' not in p.stderr, (bad, p.stderr)
+        assert not os.path.exists(tmp_path / 'bad' / 'meta.json')
+
+
+def test_special_tokens_stay_text_in_raw_corpora(sp_model):
+    for tok in (get_tokenizer(sp_model), get_tokenizer('byte')):
+        ids = tok.encode('a <think> b <|endoftext|>', special=False)
+        assert not set(ids) & set(tok.special.values()) and tok.decode(ids) == 'a <think> b <|endoftext|>'
+        assert tok.decode(ids + [tok.vocab_size + 5]) == tok.decode(ids)  # the model's padding ids decode to nothing
+
+
 def test_prepare_single_text_split_and_sentencepiece(tmp_path):
     (tmp_path / 'input.txt').write_text(TEXT)
     run('prepare.py', '--dataset=shakespeare', '--source=input.txt', '--tokenizer=sp:400', cwd=tmp_path)
@@ -184,6 +213,18 @@ def test_prepare_single_text_split_and_sentencepiece(tmp_path):
     train, val = (np.concatenate(load_split(str(d), s)).tolist() for s in ('train', 'val'))
     n = int(len(TEXT) * 0.9)  # the last 10% of the characters is val, as nanoGPT splits Tiny Shakespeare
     assert tok.decode(train) == EOT + TEXT[:n] and tok.decode(val) == EOT + TEXT[n:]
+
+
+SHARED = os.path.join(ROOT, '..', 'shared', 'data')
+
+
+@pytest.mark.skipif(not os.path.isdir(SHARED), reason='real-data check: needs ../shared (CI has it)')
+def test_prepare_real_shakespeare(tmp_path):
+    src = os.path.join(SHARED, 'shakespeare', 'input.txt')
+    run('prepare.py', '--dataset=shakespeare', f'--source={src}', '--tokenizer=byte', cwd=tmp_path)
+    meta = json.load(open(tmp_path / 'data' / 'shakespeare_byte' / 'meta.json'))
+    text = open(src, encoding='utf-8').read()  # ASCII: one byte per character, plus one end-of-text per split
+    assert (meta['train_tokens'], meta['val_tokens']) == (int(len(text) * 0.9) + 1, len(text) - int(len(text) * 0.9) + 1)
 
 
 # ---------------------------------------------------------------------------- the model
@@ -250,6 +291,13 @@ def test_gqa_equals_mha_with_repeated_heads():
         assert torch.allclose(gqa(x)[0], mha(x)[0], atol=1e-5)
 
 
+def test_generate_vocab_limit():
+    torch.manual_seed(0)
+    model = Llama(tiny_config()).eval()
+    out = model.generate(torch.randint(0, 10, (4, 3)), 30, temperature=2.0, vocab_limit=10)
+    assert out.max() < 10
+
+
 def test_sampling_filters():
     logits = torch.tensor([[1.0, 3.0, 2.0, 0.5], [0.0, 0.0, 5.0, 4.9]])
     assert sample_next(logits, 0).tolist() == [1, 2]
@@ -295,9 +343,11 @@ def data_dir(tmp_path_factory):
 
 
 def test_exact_resume(data_dir):
-    run('train.py', *TRAIN_ARGS, '--out_dir=full', '--max_iters=12', cwd=data_dir)
-    run('train.py', *TRAIN_ARGS, '--out_dir=part', '--max_iters=7', cwd=data_dir)
-    run('train.py', *TRAIN_ARGS, '--out_dir=part', '--max_iters=12', '--init_from=resume', cwd=data_dir)
+    # stopped at 7, inside a log window of 3 and between evals: the resumed run logs the same numbers
+    run('train.py', *TRAIN_ARGS, '--out_dir=full', '--max_iters=12', '--log_interval=3', cwd=data_dir)
+    run('train.py', *TRAIN_ARGS, '--out_dir=part', '--max_iters=7', '--log_interval=3', cwd=data_dir)
+    run('train.py', *TRAIN_ARGS, '--out_dir=part', '--max_iters=12', '--log_interval=3', '--init_from=resume',
+        cwd=data_dir)
     a = torch.load(data_dir / 'full' / 'ckpt.pt', weights_only=False)
     b = torch.load(data_dir / 'part' / 'ckpt.pt', weights_only=False)
     assert a['iter_num'] == b['iter_num'] == 12
@@ -305,7 +355,7 @@ def test_exact_resume(data_dir):
         assert torch.equal(a['model'][k], b['model'][k]), k
     logs = [[json.loads(line) for line in open(data_dir / d / 'log.jsonl')] for d in ('full', 'part')]
     losses = [{r['iter']: r['loss'] for r in log if 'loss' in r} for log in logs]
-    assert losses[0] == losses[1] and len(losses[0]) == 12
+    assert losses[0] == losses[1] and sorted(losses[0]) == [3, 6, 9, 12]
     assert json.load(open(data_dir / 'full' / 'config.json'))['max_iters'] == 12
     assert a['tokenizer']['spec'] == 'byte' and a['config']['n_embd'] == 32
 

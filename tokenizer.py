@@ -4,11 +4,11 @@ Tokenizers shared by prepare.py, train.py, sample.py and bench.py. One spec stri
     gpt2            GPT-2 BPE through tiktoken (50257 ids) + our special tokens appended from id 50257
     byte            raw UTF-8 bytes (ids 0..255) + <|endoftext|> (256) + our special tokens, for char-level runs
     sp:N            a SentencePiece BPE model of N pieces trained on the dataset by prepare.py (specials are
-                    user-defined symbols, byte fallback on); saved as tokenizer.model in the data folder
+                    control symbols, byte fallback on); saved as tokenizer.model in the data folder
     path/x.model    an existing SentencePiece model (e.g. Llama 2's tokenizer.model); specials appended after it
 
 A Tokenizer's `state()` (a small dict, with the SentencePiece model bytes when there is one) is stored in every
-checkpoint, so sample.py and bench.py decode with exactly the tokenizer the model was trained with.
+checkpoint, so sample.py decodes with exactly the tokenizer the model was trained with.
 """
 
 import os
@@ -39,21 +39,18 @@ class Tokenizer:
             import sentencepiece as spm
             self.sp = spm.SentencePieceProcessor(model_proto=sp_proto)
             n = self.sp.get_piece_size()
-            self.special = {}
-            for i, t in enumerate(SPECIAL_TOKENS):  # trained models have them as pieces; others get them appended
-                pid = self.sp.piece_to_id(t)
-                self.special[t] = pid if pid != self.sp.unk_id() and self.sp.id_to_piece(pid) == t else None
-            extra = [t for t in SPECIAL_TOKENS if self.special[t] is None]
-            for i, t in enumerate(extra):
-                self.special[t] = n + i
-            self.appended = {self.special[t]: t for t in extra}
             self.eot_id = self.sp.eos_id()
             if self.eot_id < 0:
                 raise ValueError(f"SentencePiece model '{spec}' has no end-of-sentence piece; cannot separate documents")
-            self.special[EOT] = self.eot_id
-            self.vocab_size = n + len(extra)
+            self.special = {EOT: self.eot_id}
+            for t in SPECIAL_TOKENS:  # models trained by prepare.py have them as pieces; others get them appended
+                pid = self.sp.piece_to_id(t)
+                found = pid != self.sp.unk_id() and self.sp.id_to_piece(pid) == t
+                self.special[t] = pid if found else n + sum(v >= n for v in self.special.values())
+            self.vocab_size = max(n, max(self.special.values()) + 1)
         else:
             raise ValueError(f"unknown tokenizer kind '{kind}'")
+        self.special_inv = {v: k for k, v in self.special.items()}
         self._split = re.compile('(' + '|'.join(re.escape(t) for t in self.special) + ')')
 
     def encode(self, text, special=True):
@@ -66,40 +63,26 @@ class Tokenizer:
             if i % 2 == 1:
                 ids.append(self.special[part])
             elif part:
-                ids.extend(self._encode_plain(part))
+                ids.extend(list(part.encode('utf-8')) if self.kind == 'byte' else self.sp.encode(part))
         return ids
 
-    def _encode_plain(self, text):
-        if self.kind == 'byte':
-            return list(text.encode('utf-8'))
-        return self.sp.encode(text)
-
     def decode(self, ids):
-        """Token ids -> text. Special ids become their strings; invalid UTF-8 becomes U+FFFD."""
-        ids = [int(i) for i in ids]
+        """Token ids -> text. Special ids become their strings; ids outside the vocabulary (the model's padding)
+        are dropped; invalid UTF-8 becomes U+FFFD."""
+        ids = [int(i) for i in ids if 0 <= int(i) < self.vocab_size]
         if self.kind == 'gpt2':
             return self.enc.decode(ids)
-        if self.kind == 'byte':
-            inv = {v: k for k, v in self.special.items()}
-            out, buf = [], bytearray()
-            for i in ids:
-                if i < 256:
-                    buf.append(i)
-                else:
-                    out.append(buf.decode('utf-8', errors='replace') + inv.get(i, ''))
-                    buf = bytearray()
-            return ''.join(out) + buf.decode('utf-8', errors='replace')
         out, run = [], []
-        for i in ids:  # SentencePiece knows its own pieces; appended specials are ours to print
-            if i in self.appended:
-                out.append(self.sp.decode(run) + self.appended[i])
-                run = []
-            elif i == self.eot_id:
-                out.append(self.sp.decode(run) + EOT)
+        for i in ids:  # runs of ordinary ids decode together (multi-byte characters); specials are ours to print
+            if i in self.special_inv:
+                out.append(self._decode_plain(run) + self.special_inv[i])
                 run = []
             else:
                 run.append(i)
-        return ''.join(out) + self.sp.decode(run)
+        return ''.join(out) + self._decode_plain(run)
+
+    def _decode_plain(self, ids):
+        return bytes(ids).decode('utf-8', errors='replace') if self.kind == 'byte' else self.sp.decode(ids)
 
     def state(self):
         """A picklable description that `tokenizer_from_state` turns back into this tokenizer."""
@@ -125,6 +108,9 @@ def get_tokenizer(spec, data_dir=None):
                                     f"run prepare.py with --tokenizer={spec} first")
         return Tokenizer(spec, 'sp', open(path, 'rb').read())
     if spec.endswith('.model') or os.path.isfile(spec):
+        copy = os.path.join(data_dir or '', 'tokenizer.model')
+        if data_dir and os.path.isfile(copy):  # prepare.py keeps a copy with the data
+            return Tokenizer(spec, 'sp', open(copy, 'rb').read())
         if not os.path.isfile(spec):
             raise FileNotFoundError(f"SentencePiece model file '{spec}' not found")
         return Tokenizer(spec, 'sp', open(spec, 'rb').read())
@@ -133,8 +119,10 @@ def get_tokenizer(spec, data_dir=None):
 
 def train_sentencepiece(texts, vocab_size, path):
     """Train a SentencePiece BPE model of `vocab_size` pieces on an iterable of strings and save it to `path`.
-    Settings follow llama2.c's train_vocab (identity normalisation, byte fallback, split digits); the special tokens
-    are user-defined symbols; no dummy prefix, so encoding pieces of a text and joining them equals encoding it."""
+    Settings follow llama2.c's train_vocab (identity normalisation, byte fallback, split digits); no dummy prefix, so
+    encoding pieces of a text and joining them equals encoding it. The special tokens are control symbols (single
+    pieces that SentencePiece never produces from text: Tokenizer.encode maps them itself, and only when asked to,
+    so a literal '<think>' in a raw corpus stays text)."""
     import io
     import sentencepiece as spm
 
@@ -151,7 +139,7 @@ def train_sentencepiece(texts, vocab_size, path):
             self_test_sample_size=0, character_coverage=1.0, num_threads=os.cpu_count(), split_digits=True,
             allow_whitespace_only_pieces=True, byte_fallback=True, normalization_rule_name='identity',
             add_dummy_prefix=False, remove_extra_whitespaces=False, input_sentence_size=2_000_000,
-            shuffle_input_sentence=True, user_defined_symbols=SPECIAL_TOKENS, max_sentence_length=16384,
+            shuffle_input_sentence=True, control_symbols=SPECIAL_TOKENS, max_sentence_length=16384,
             unk_surface=r' ⁇ ', minloglevel=2)
     except RuntimeError as e:  # e.g. fewer pieces than the 256 bytes + the characters of the text
         raise ValueError(f"SentencePiece training failed: {str(e).split('] ')[-1]}") from None

@@ -5,9 +5,9 @@ Train a model on prepared token shards (see prepare.py). One loop, nanoGPT order
     python train.py config/shakespeare_char.py --max_iters=4000 --init_from=resume
 
 Config is the globals below; a config file and --key=value override them (configurator.py). The effective config is
-printed, saved as out_dir/config.json and inside every checkpoint. out_dir/ckpt.pt is the latest state (written
-atomically every eval_interval, at the end, and on Ctrl-C / SIGTERM); out_dir/best.pt the model with the best val
-loss so far. Every log line is also appended to out_dir/log.jsonl. A resumed run continues exactly where it stopped.
+printed, saved as out_dir/config.json and inside every checkpoint. out_dir/ckpt.pt is the state to resume from (written
+atomically at each eval -- with always_save_checkpoint=False only when val improved --, at the end, and on Ctrl-C /
+SIGTERM); out_dir/best.pt the model with the best val loss so far. Every log line is also appended to out_dir/log.jsonl. A resumed run continues exactly where it stopped.
 """
 
 import dataclasses
@@ -23,7 +23,7 @@ from contextlib import nullcontext
 import numpy as np
 import torch
 
-from configurator import ConfigError, configure
+from configurator import ConfigError, configure, pick_device
 from shards import DataError, load_meta, load_split
 from tokenizer import get_tokenizer
 
@@ -80,6 +80,9 @@ seed = 1337
 # -----------------------------------------------------------------------------
 
 
+sys.stdout.reconfigure(line_buffering=True)  # log lines show up at once, also when piped to a file
+
+
 def fail(msg):
     print(f"train.py: error: {msg}", file=sys.stderr)
     sys.exit(1)
@@ -87,22 +90,33 @@ def fail(msg):
 
 try:
     config = configure(globals())
-    if device == 'auto':
-        device = 'cuda' if torch.cuda.is_available() else 'mps' if torch.backends.mps.is_available() else 'cpu'
-    device_type = 'cuda' if device.startswith('cuda') else device
-    if device_type == 'cuda' and not torch.cuda.is_available():
-        raise ConfigError(f"device '{device}' asked for, but CUDA is not available: use --device=cpu")
-    if dtype == 'auto':
-        dtype = ('bfloat16' if torch.cuda.is_bf16_supported() else 'float16') if device_type == 'cuda' else 'float32'
+    device = pick_device(device)
+    device_type = device.split(':')[0]
+    if dtype == 'auto':  # bf16 where the GPU has it natively (Ampere and later), fp16 + GradScaler before
+        dtype = ('bfloat16' if torch.cuda.is_bf16_supported(including_emulation=False) else 'float16') \
+            if device_type == 'cuda' else 'float32'
     if dtype not in ('float32', 'bfloat16', 'float16'):
         raise ConfigError(f"dtype must be auto, float32, bfloat16 or float16, not '{dtype}'")
     if lr_schedule not in ('cosine', 'linear'):
         raise ConfigError(f"lr_schedule must be 'cosine' or 'linear', not '{lr_schedule}'")
     if init_from not in ('scratch', 'resume'):
         raise ConfigError(f"init_from must be 'scratch' or 'resume', not '{init_from}'")
+    if model_type != 'llama':
+        raise ConfigError(f"model_type must be 'llama' (the only model file so far), not '{model_type}'")
+    for k in ('batch_size', 'block_size', 'gradient_accumulation_steps', 'eval_interval', 'eval_iters',
+              'log_interval'):
+        if globals()[k] < 1:
+            raise ConfigError(f"{k} must be at least 1, got {globals()[k]}")
+    if decay_lr and not warmup_iters <= lr_decay_iters:
+        raise ConfigError(f"warmup_iters ({warmup_iters}) must not exceed lr_decay_iters ({lr_decay_iters})")
+    if wandb_log:
+        try:
+            import wandb
+        except ImportError:
+            raise ConfigError("wandb_log=True needs wandb: pip install wandb (or leave wandb_log off)") from None
     meta = load_meta(data_dir)
     tok = get_tokenizer(meta['tokenizer'], data_dir)
-except (ConfigError, DataError, FileNotFoundError) as e:
+except (ConfigError, DataError, FileNotFoundError, ValueError) as e:  # ValueError: an unusable tokenizer spec
     fail(str(e))
 
 os.makedirs(out_dir, exist_ok=True)
@@ -130,6 +144,10 @@ if init_from == 'resume':
     if checkpoint.get('model_type') != model_type:
         fail(f"{ckpt_path} holds a '{checkpoint.get('model_type')}' model, not '{model_type}': set --model_type")
     model_args = checkpoint['model_args']
+    if checkpoint['tokenizer']['spec'] != tok.spec or checkpoint['tokenizer']['sp_proto'] != tok.sp_proto:
+        fail(f"{ckpt_path} was trained with tokenizer '{checkpoint['tokenizer']['spec']}', but {data_dir} holds data "
+             f"tokenized with '{tok.spec}': resume on the run's own data_dir")
+    print("resuming: the model's shape comes from the checkpoint; shape keys given now are ignored")
 else:
     shape = dict(n_layer=n_layer, n_head=n_head, n_kv_head=n_kv_head, n_embd=n_embd)
     if preset:
@@ -146,8 +164,8 @@ if block_size > model_args['block_size']:
     fail(f"block_size {block_size} is longer than the model's {model_args['block_size']}")
 try:
     model = Llama(LlamaConfig(**model_args))
-except ValueError as e:
-    fail(str(e))
+except (ValueError, ZeroDivisionError) as e:
+    fail(f"bad model shape: {e}")
 model_args = dataclasses.asdict(model.config)  # with derived values (intermediate_size) filled in
 if checkpoint is not None:
     model.load_state_dict(checkpoint['model'])
@@ -160,7 +178,7 @@ try:
 except DataError as e:
     fail(str(e))
 # a window of block_size + 1 tokens starts anywhere it fits inside one shard
-starts = {sp: np.array([max(len(s) - block_size - 1, 0) for s in shards]) for sp, shards in data.items()}
+starts = {sp: np.array([max(len(s) - block_size, 0) for s in shards]) for sp, shards in data.items()}
 for sp in data:
     if starts[sp].sum() == 0:
         fail(f"the {sp} split of {data_dir} has no shard longer than block_size + 1 = {block_size + 1} tokens: "
@@ -183,10 +201,11 @@ def get_batch(split, gen):
 
 scaler = torch.amp.GradScaler(device_type, enabled=(dtype == 'float16'))
 optimizer = model.configure_optimizers(weight_decay, learning_rate, (beta1, beta2), device_type)
-iter_num, best_val_loss = 0, float('inf')
+iter_num, best_val_loss, loss_acc0, n_acc = 0, float('inf'), 0.0, 0
 if checkpoint is not None:
     optimizer.load_state_dict(checkpoint['optimizer'])
-    scaler.load_state_dict(checkpoint['scaler'])
+    if scaler.is_enabled() and checkpoint['scaler']:  # an fp32/bf16 run has no scaler state
+        scaler.load_state_dict(checkpoint['scaler'])
     iter_num, best_val_loss = checkpoint['iter_num'], checkpoint['best_val_loss']
     rng = checkpoint['rng']
     torch.set_rng_state(rng['torch'])
@@ -194,15 +213,16 @@ if checkpoint is not None:
     random.setstate(rng['python'])
     np.random.set_state(rng['numpy'])
     if device_type == 'cuda' and rng.get('cuda') is not None:
-        torch.cuda.set_rng_state(rng['cuda'])
+        torch.cuda.set_rng_state(rng['cuda'], device)
+    if device_type == 'mps' and rng.get('mps') is not None:
+        torch.mps.set_rng_state(rng['mps'])
+    loss_acc0, n_acc = checkpoint['log_acc']  # a log window cut by the stop goes on after it
     print(f"resuming from {ckpt_path} at iteration {iter_num} (best val loss {best_val_loss:.4f})")
 checkpoint = None  # free memory
 raw_model = model
 if compile:
     print("compiling the model... (takes a minute)")
     model = torch.compile(model)
-with open(os.path.join(out_dir, 'config.json'), 'w') as f:
-    json.dump(config, f, indent=2)
 
 
 @torch.no_grad()
@@ -242,7 +262,9 @@ def save(name, with_state):
     if with_state:
         ckpt.update(optimizer=optimizer.state_dict(), scaler=scaler.state_dict(), rng={
             'torch': torch.get_rng_state(), 'sampler': sampler.get_state(), 'python': random.getstate(),
-            'numpy': np.random.get_state(), 'cuda': torch.cuda.get_rng_state() if device_type == 'cuda' else None})
+            'numpy': np.random.get_state(), 'cuda': torch.cuda.get_rng_state(device) if device_type == 'cuda' else None,
+            'mps': torch.mps.get_rng_state() if device_type == 'mps' else None},
+            log_acc=(loss_acc.item(), n_acc))
     path = os.path.join(out_dir, name)
     with open(path + '.tmp', 'wb') as f:
         torch.save(ckpt, f)
@@ -261,8 +283,10 @@ def log(record):
 if eval_only:
     print(json.dumps(estimate_loss()))
     sys.exit(0)
+with open(os.path.join(out_dir, 'config.json.tmp'), 'w') as f:
+    json.dump(config, f, indent=2)
+os.replace(os.path.join(out_dir, 'config.json.tmp'), os.path.join(out_dir, 'config.json'))
 if wandb_log:
-    import wandb
     wandb.init(project=wandb_project, name=wandb_run_name, config=config)
 
 # Ctrl-C or SIGTERM: finish the current iteration, save, exit. A second Ctrl-C stops at once.
@@ -281,8 +305,8 @@ signal.signal(signal.SIGINT, request_stop)
 signal.signal(signal.SIGTERM, request_stop)
 
 # ---------------------------------------------------------------------------- the loop
-start_iter, t_start, t0 = iter_num, time.time(), time.time()
-loss_acc, n_acc = torch.zeros((), device=device), 0  # summed step losses since the last log line
+start_iter, t_start, t0, last_log = iter_num, time.time(), time.time(), iter_num
+loss_acc = torch.full((), loss_acc0, device=device)  # summed losses of the n_acc steps since the last log line
 while True:
     lr = get_lr(iter_num)
     for group in optimizer.param_groups:
@@ -324,11 +348,11 @@ while True:
     optimizer.zero_grad(set_to_none=True)
     iter_num += 1
 
-    if iter_num % log_interval == 0 or iter_num == max_iters:
+    if iter_num % log_interval == 0:
         t1 = time.time()
-        lossf, dt = loss_acc.item() / n_acc, (t1 - t0) / n_acc
+        lossf, dt = loss_acc.item() / n_acc, (t1 - t0) / (iter_num - last_log)
         loss_acc.zero_()
-        t0, n_acc = t1, 0
+        t0, n_acc, last_log = t1, 0, iter_num
         mfu = raw_model.estimate_mfu(tokens_per_iter, dt, device)
         eta = (max_iters - iter_num) * dt
         print(f"iter {iter_num}: loss {lossf:.4f}, lr {lr:.2e}, {dt * 1000:.1f} ms/iter, "

@@ -1,0 +1,20 @@
+# The 'micro' Llama preset (model_llama.PRESETS) on TinyStories with the GPT-2 tokenizer.
+# python prepare.py --dataset=tinystories --tokenizer=gpt2 && python train.py config/micro.py
+# Use another tokenizer with e.g. --data_dir=data/tinystories_sp4096 (prepared with --tokenizer=sp:4096).
+out_dir = 'out-micro'
+data_dir = 'data/tinystories_gpt2'
+preset = 'micro'
+block_size = 512
+batch_size = 32
+gradient_accumulation_steps = 2
+eval_interval = 500
+eval_iters = 50
+log_interval = 10
+
+learning_rate = 1e-3
+max_iters = 5000
+lr_decay_iters = 5000
+min_lr = 1e-4
+warmup_iters = 200
+weight_decay = 0.1
+beta2 = 0.95

@@ -1,0 +1,20 @@
+# The 'tiny' Llama preset (model_llama.PRESETS) on TinyStories with the GPT-2 tokenizer.
+# python prepare.py --dataset=tinystories --tokenizer=gpt2 && python train.py config/tiny.py
+# Use another tokenizer with e.g. --data_dir=data/tinystories_sp4096 (prepared with --tokenizer=sp:4096).
+out_dir = 'out-tiny'
+data_dir = 'data/tinystories_gpt2'
+preset = 'tiny'
+block_size = 512
+batch_size = 32
+gradient_accumulation_steps = 4
+eval_interval = 500
+eval_iters = 50
+log_interval = 10
+
+learning_rate = 8e-4
+max_iters = 10000
+lr_decay_iters = 10000
+min_lr = 8e-5
+warmup_iters = 200
+weight_decay = 0.1
+beta2 = 0.95
