@@ -188,6 +188,8 @@ class Llama(nn.Module):
         B, T = idx.shape
         if pos + T > self.config.block_size:
             raise ValueError(f"sequence of {pos + T} tokens is longer than block_size {self.config.block_size}")
+        if pos and self.layers[0].self_attn.cache is None:
+            raise ValueError("pos > 0 needs the KV cache of the tokens before it (see generate_stream)")
         cos, sin = self.rope_cos[pos:pos + T], self.rope_sin[pos:pos + T]
         x = self.drop(self.embed_tokens(idx))
         for block in self.layers:

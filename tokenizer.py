@@ -26,7 +26,11 @@ class Tokenizer:
         self.spec, self.kind, self.sp_proto = spec, kind, sp_proto
         if kind == 'gpt2':
             import tiktoken
-            base = tiktoken.get_encoding('gpt2')
+            try:
+                base = tiktoken.get_encoding('gpt2')
+            except Exception as e:  # offline, no cache: requests' ConnectionError and friends
+                raise ValueError(f"could not load tiktoken's GPT-2 files ({type(e).__name__}). Offline? Point "
+                                 f"TIKTOKEN_CACHE_DIR at a folder that has them, or use another tokenizer") from None
             n = base.n_vocab  # 50257, <|endoftext|> = 50256
             self.special = {EOT: base.eot_token, **{t: n + i for i, t in enumerate(SPECIAL_TOKENS)}}
             self.enc = tiktoken.Encoding(name='gpt2_tr', pat_str=base._pat_str, mergeable_ranks=base._mergeable_ranks,
