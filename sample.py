@@ -54,11 +54,14 @@ path = os.path.join(out_dir, name)
 if not os.path.isfile(path):
     fail(f"no checkpoint {path}: train first (python train.py ...) or set --out_dir")
 checkpoint = torch.load(path, map_location='cpu', weights_only=False)
-if checkpoint.get('model_type') != 'llama':
+if checkpoint.get('model_type') not in ('llama', 'rwkv7'):
     fail(f"{path} holds a '{checkpoint.get('model_type')}' model, which this sample.py cannot run")
-from model_llama import Llama, LlamaConfig  # noqa: E402
-
-model = Llama(LlamaConfig(**checkpoint['model_args']))
+if checkpoint['model_type'] == 'llama':
+    from model_llama import Llama, LlamaConfig
+    model = Llama(LlamaConfig(**checkpoint['model_args']))
+else:  # RWKV-7 generates with its recurrent state: constant time and memory per token
+    from model_rwkv7 import RWKV7, RWKV7Config
+    model = RWKV7(RWKV7Config(**checkpoint['model_args']))
 model.load_state_dict(checkpoint['model'])
 model.eval().to(device)
 tok = tokenizer_from_state(checkpoint['tokenizer'])

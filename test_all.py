@@ -411,3 +411,124 @@ def test_cuda_bf16_matches_fp32():
     assert (low - ref).abs().max() < 0.1
     out = model.generate(x[:, :5], 20, temperature=0)
     assert out.shape == (2, 25)
+
+
+# ---------------------------------------------------------------------------- RWKV-7
+from model_rwkv7 import RWKV7, RWKV7Config, wkv_chunked, wkv_naive  # noqa: E402
+
+RWKV_REF = os.path.join(ROOT, '..', 'shared', 'reference', 'rwkv7_r1')
+
+
+def rwkv_config(**kw):
+    return RWKV7Config(**{**dict(vocab_size=64, n_layer=2, n_embd=32, head_size=8, d_decay=8, d_aaa=8, d_mv=8,
+                                 d_gate=8, chunk_len=8), **kw})
+
+
+def random_rwkv(seed=0, **kw):
+    """A model whose every parameter is perturbed, so that no term of the maths is silently zero."""
+    torch.manual_seed(seed)
+    model = RWKV7(rwkv_config(**kw)).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.2)
+    return model
+
+
+def wkv_inputs(B, T, H, N, dtype=torch.float64):
+    r, k, v = (torch.randn(B, T, H, N, dtype=dtype) for _ in range(3))
+    w = -0.6065306597 * torch.sigmoid(torch.randn(B, T, H, N, dtype=dtype) * 3)
+    kk = torch.nn.functional.normalize(torch.randn(B, T, H, N, dtype=dtype), dim=-1)
+    a = torch.sigmoid(torch.randn(B, T, H, N, dtype=dtype))
+    return [t.requires_grad_() for t in (r, w, k, v, -kk, kk * a)]
+
+
+@pytest.mark.parametrize('T', [1, 5, 16, 23, 40])
+def test_wkv_chunked_equals_naive(T):
+    xs = wkv_inputs(2, T, 2, 8)
+    s0 = torch.randn(2, 2, 8, 8, dtype=torch.float64, requires_grad=True)
+    y1, s1 = wkv_naive(*xs, state=s0)
+    y2, s2 = wkv_chunked(*xs, state=s0, chunk_len=8)
+    assert torch.allclose(y1, y2, atol=1e-9) and torch.allclose(s1, s2, atol=1e-9)
+    dy, ds = torch.randn_like(y1), torch.randn_like(s1)
+    g1 = torch.autograd.grad((y1 * dy).sum() + (s1 * ds).sum(), xs + [s0])
+    g2 = torch.autograd.grad((y2 * dy).sum() + (s2 * ds).sum(), xs + [s0])
+    for name, a, b in zip(['r', 'w', 'k', 'v', 'a', 'b', 'state'], g1, g2):
+        assert torch.allclose(a, b, atol=1e-8), name
+
+
+def test_rwkv_state_carry_and_generate():
+    model = random_rwkv()
+    x = torch.randint(0, 64, (2, 29))
+    with torch.no_grad():
+        full = model(x)[0]
+        state, pieces = None, []
+        for a, b in ((0, 5), (5, 6), (6, 29)):  # pieces of 5, 1 and 23 tokens, the state carried across
+            logits, state = model.step(x[:, a:b], state)
+            pieces.append(logits)
+    assert torch.allclose(torch.cat(pieces, dim=1), full, atol=1e-5)
+    out = model.generate(x[:, :4], 12, temperature=0)
+    seq = x[:, :4]
+    with torch.no_grad():
+        for _ in range(12):
+            seq = torch.cat([seq, model(seq)[0][:, -1].argmax(-1, keepdim=True)], dim=1)
+    assert torch.equal(out, seq)
+
+
+def test_rwkv_from_pretrained_official_layout(tmp_path):
+    model = random_rwkv(1, n_layer=3)
+    sd = {'_forward_module.' + k: v.to(torch.bfloat16) for k, v in model.state_dict().items()}  # a DeepSpeed save
+    sd['_forward_module.blocks.0.att.v0'] = torch.zeros(1, 1, 32)  # the unused block-0 value-residual weights
+    torch.save(sd, tmp_path / 'rwkv.pth')
+    loaded = RWKV7.from_pretrained(str(tmp_path / 'rwkv.pth'), chunk_len=8)
+    cfg = loaded.config
+    assert (cfg.n_layer, cfg.n_embd, cfg.head_size, cfg.d_decay, cfg.d_gate, cfg.dim_ffn) == (3, 32, 8, 8, 8, 128)
+    x = torch.randint(0, 64, (1, 20))
+    with torch.no_grad():
+        for p, q in zip(model.parameters(), loaded.parameters()):
+            p.copy_(q)
+        assert torch.allclose(model(x)[0], loaded(x)[0])
+    torch.save({'emb.weight': torch.zeros(3, 3)}, tmp_path / 'bad.pth')
+    with pytest.raises(ValueError, match='not an RWKV-7'):
+        RWKV7.from_pretrained(str(tmp_path / 'bad.pth'))
+
+
+@pytest.mark.skipif(not os.path.isdir(RWKV_REF), reason='needs ../shared/reference/rwkv7_r1 (CI has it)')
+@pytest.mark.parametrize('impl', ['naive', 'chunked'])
+def test_rwkv_matches_official_reference(impl):
+    model = RWKV7.from_pretrained(os.path.join(RWKV_REF, 'model.pth'), wkv_impl=impl).eval()
+    tokens = torch.tensor([json.load(open(os.path.join(RWKV_REF, 'tokens.json')))])
+    with torch.no_grad():
+        logits, _, state = model(tokens, return_state=True)
+    assert np.abs(logits[0].numpy() - np.load(os.path.join(RWKV_REF, 'logits.npy'))).max() < 1e-4
+    ref = np.load(os.path.join(RWKV_REF, 'final_state.npz'))
+    for key in ('att_x_prev', 'att_kv', 'ffn_x_prev'):
+        assert np.abs(state[key][:, 0].numpy() - ref[key]).max() < 1e-4, key
+    state, steps = None, []
+    for t in range(tokens.size(1)):
+        logits, state = model.step(tokens[:, t:t + 1], state)
+        steps.append(logits[0, 0])
+    assert np.abs(torch.stack(steps).numpy() - np.load(os.path.join(RWKV_REF, 'step_logits.npy'))).max() < 1e-4
+
+
+def test_rwkv_world_tokenizer(tmp_path):
+    vocab = [b'a', b'b', b'c', 'é'.encode(), b'ab', b'abc', b'\n\n']
+    lines = [f"{i + 1} {repr(t.decode()) if i % 2 else repr(t)} {len(t)}" for i, t in enumerate(vocab)]
+    (tmp_path / 'vocab.txt').write_text('\n'.join(lines) + '\n')
+    tok = get_tokenizer(f"rwkv:{tmp_path / 'vocab.txt'}")
+    assert tok.encode('abcab\n\nc') == [6, 5, 7, 3]  # greedy longest match
+    assert tok.encode('é<think>a') == [4, tok.special['<think>'], 1] and tok.eot_id == 0
+    assert tok.decode(tok.encode('cabé<|endoftext|>')) == 'cabé<|endoftext|>'
+    assert tokenizer_from_state(tok.state()).encode('abc') == [6]
+
+
+def test_rwkv_train_resume_and_sample(data_dir):
+    args = [*TRAIN_ARGS, '--model_type=rwkv7', '--n_layer=2', '--n_embd=32', '--head_size=8', '--chunk_len=8',
+            '--log_interval=3']
+    run('train.py', *args, '--out_dir=rwkv_full', '--max_iters=8', cwd=data_dir)
+    run('train.py', *args, '--out_dir=rwkv_part', '--max_iters=4', cwd=data_dir)
+    run('train.py', *args, '--out_dir=rwkv_part', '--max_iters=8', '--init_from=resume', cwd=data_dir)
+    a, b = (torch.load(data_dir / d / 'ckpt.pt', weights_only=False)['model'] for d in ('rwkv_full', 'rwkv_part'))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    p = run('sample.py', '--out_dir=rwkv_full', '--start=Line', '--max_new_tokens=20', '--num_samples=1',
+            '--device=cpu', cwd=data_dir)
+    assert p.stdout.startswith('Line')

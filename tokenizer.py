@@ -6,11 +6,14 @@ Tokenizers shared by prepare.py, train.py, sample.py and bench.py. One spec stri
     sp:N            a SentencePiece BPE model of N pieces trained on the dataset by prepare.py (specials are
                     control symbols, byte fallback on); saved as tokenizer.model in the data folder
     path/x.model    an existing SentencePiece model (e.g. Llama 2's tokenizer.model); specials appended after it
+    rwkv:path       the RWKV World tokenizer (rwkv_vocab_v20230424.txt): greedy longest byte match, id 0 = end of
+                    text, our special tokens at ids 65530..65534 (the model vocabulary is padded to 65536)
 
-A Tokenizer's `state()` (a small dict, with the SentencePiece model bytes when there is one) is stored in every
+A Tokenizer's `state()` (a small dict, with the SentencePiece model or vocabulary file bytes) is stored in every
 checkpoint, so sample.py decodes with exactly the tokenizer the model was trained with.
 """
 
+import ast
 import os
 import re
 
@@ -22,8 +25,8 @@ class Tokenizer:
     """encode(str) -> list[int], decode(list[int]) -> str, plus `vocab_size`, `eot_id` (document separator) and
     `special` {token string: id}. Build one with `get_tokenizer(spec)` or `tokenizer_from_state(state)`."""
 
-    def __init__(self, spec, kind, sp_proto=None):
-        self.spec, self.kind, self.sp_proto = spec, kind, sp_proto
+    def __init__(self, spec, kind, blob=None):
+        self.spec, self.kind, self.blob = spec, kind, blob
         if kind == 'gpt2':
             import tiktoken
             try:
@@ -41,7 +44,7 @@ class Tokenizer:
             self.eot_id, self.vocab_size = 256, 256 + 1 + len(SPECIAL_TOKENS)
         elif kind == 'sp':
             import sentencepiece as spm
-            self.sp = spm.SentencePieceProcessor(model_proto=sp_proto)
+            self.sp = spm.SentencePieceProcessor(model_proto=blob)
             n = self.sp.get_piece_size()
             self.eot_id = self.sp.eos_id()
             if self.eot_id < 0:
@@ -52,6 +55,22 @@ class Tokenizer:
                 found = pid != self.sp.unk_id() and self.sp.id_to_piece(pid) == t
                 self.special[t] = pid if found else n + sum(v >= n for v in self.special.values())
             self.vocab_size = max(n, max(self.special.values()) + 1)
+        elif kind == 'rwkv':
+            self.vocab, self.trie = {}, {}  # id -> bytes; byte trie whose nodes hold their id under the key None
+            for n, line in enumerate(blob.decode('utf-8').splitlines(), 1):
+                first, last = line.index(' '), line.rindex(' ')
+                tok = ast.literal_eval(line[first + 1:last])
+                tok = tok.encode('utf-8') if isinstance(tok, str) else tok
+                if len(tok) != int(line[last + 1:]):
+                    raise ValueError(f"RWKV vocabulary '{spec}' line {n}: length {len(tok)} != {line[last + 1:]}")
+                self.vocab[int(line[:first])] = tok
+                node = self.trie
+                for byte in tok:
+                    node = node.setdefault(byte, {})
+                node[None] = int(line[:first])
+            n = max(self.vocab) + 1  # 65530: ids 1..65529 in the file, 0 = end of text
+            self.special = {EOT: 0, **{t: n + i for i, t in enumerate(SPECIAL_TOKENS)}}
+            self.eot_id, self.vocab_size = 0, n + len(SPECIAL_TOKENS)
         else:
             raise ValueError(f"unknown tokenizer kind '{kind}'")
         self.special_inv = {v: k for k, v in self.special.items()}
@@ -67,7 +86,22 @@ class Tokenizer:
             if i % 2 == 1:
                 ids.append(self.special[part])
             elif part:
-                ids.extend(list(part.encode('utf-8')) if self.kind == 'byte' else self.sp.encode(part))
+                ids.extend(list(part.encode('utf-8')) if self.kind == 'byte' else self._encode_rwkv(part)
+                           if self.kind == 'rwkv' else self.sp.encode(part))
+        return ids
+
+    def _encode_rwkv(self, text):
+        """Greedy longest match over the byte trie (the official RWKV World tokenizer's rule)."""
+        data, ids, i = text.encode('utf-8'), [], 0
+        while i < len(data):
+            node, j, best, best_j = self.trie, i, None, i + 1
+            while j < len(data) and data[j] in node:
+                node = node[data[j]]
+                j += 1
+                if None in node:
+                    best, best_j = node[None], j
+            ids.append(best)
+            i = best_j
         return ids
 
     def decode(self, ids):
@@ -86,16 +120,18 @@ class Tokenizer:
         return ''.join(out) + self._decode_plain(run)
 
     def _decode_plain(self, ids):
+        if self.kind == 'rwkv':
+            return b''.join(self.vocab[i] for i in ids if i in self.vocab).decode('utf-8', errors='replace')
         return bytes(ids).decode('utf-8', errors='replace') if self.kind == 'byte' else self.sp.decode(ids)
 
     def state(self):
         """A picklable description that `tokenizer_from_state` turns back into this tokenizer."""
-        return {'spec': self.spec, 'kind': self.kind, 'sp_proto': self.sp_proto}
+        return {'spec': self.spec, 'kind': self.kind, 'blob': self.blob}
 
 
 def tokenizer_from_state(state):
     """Inverse of Tokenizer.state(); `state` comes from a checkpoint."""
-    return Tokenizer(state['spec'], state['kind'], state.get('sp_proto'))
+    return Tokenizer(state['spec'], state['kind'], state.get('blob'))
 
 
 def get_tokenizer(spec, data_dir=None):
@@ -111,6 +147,12 @@ def get_tokenizer(spec, data_dir=None):
             raise FileNotFoundError(f"tokenizer '{spec}' is trained by prepare.py into {path}, which does not exist: "
                                     f"run prepare.py with --tokenizer={spec} first")
         return Tokenizer(spec, 'sp', open(path, 'rb').read())
+    if spec.startswith('rwkv:'):
+        copy = os.path.join(data_dir or '', 'rwkv_vocab.txt')
+        path = copy if data_dir and os.path.isfile(copy) else spec[5:]
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"RWKV vocabulary file '{spec[5:]}' not found (rwkv:path/rwkv_vocab_v20230424.txt)")
+        return Tokenizer(spec, 'rwkv', open(path, 'rb').read())
     if spec.endswith('.model') or os.path.isfile(spec):
         copy = os.path.join(data_dir or '', 'tokenizer.model')
         if data_dir and os.path.isfile(copy):  # prepare.py keeps a copy with the data
@@ -118,7 +160,8 @@ def get_tokenizer(spec, data_dir=None):
         if not os.path.isfile(spec):
             raise FileNotFoundError(f"SentencePiece model file '{spec}' not found")
         return Tokenizer(spec, 'sp', open(spec, 'rb').read())
-    raise ValueError(f"unknown tokenizer '{spec}': use gpt2, byte, sp:N (e.g. sp:4096) or a path to a .model file")
+    raise ValueError(f"unknown tokenizer '{spec}': use gpt2, byte, sp:N (e.g. sp:4096), a path to a .model file or "
+                     f"rwkv:path/to/rwkv_vocab_v20230424.txt")
 
 
 def train_sentencepiece(texts, vocab_size, path):

@@ -35,7 +35,7 @@ log_interval = 10
 eval_iters = 20             # batches per split in each loss estimate
 eval_only = False           # evaluate once and exit
 always_save_checkpoint = True  # write ckpt.pt at every eval (else only when val improves, and at the end)
-init_from = 'scratch'       # 'scratch' | 'resume' (from out_dir/ckpt.pt)
+init_from = 'scratch'       # 'scratch' | 'resume' (from out_dir/ckpt.pt) | 'rwkv:<official RWKV-7 .pth>'
 wandb_log = False
 wandb_project = 'tiny-reasoner'
 wandb_run_name = 'run'
@@ -45,19 +45,23 @@ gradient_accumulation_steps = 1
 batch_size = 12             # micro-batch size
 block_size = 256
 # model
-model_type = 'llama'
-preset = ''                 # '' or one of model_llama.PRESETS (micro, tiny, small): sets the shape keys below
+model_type = 'llama'        # 'llama' (model_llama.py) | 'rwkv7' (model_rwkv7.py)
+preset = ''                 # llama: '' or one of model_llama.PRESETS (micro, tiny, small): sets the shape keys below
 n_layer = 6
 n_head = 6
 n_kv_head = 2
 n_embd = 384
-intermediate_size = 0       # 0 = Llama's rule from n_embd
+intermediate_size = 0       # llama: SwiGLU width, 0 = Llama's rule from n_embd
 rope_theta = 10000.0
 norm_eps = 1e-5
 tie_embeddings = True
 qkv_bias = False
 dropout = 0.0
 vocab_size = 0              # 0 = the data's vocabulary rounded up to a multiple of 64
+head_size = 64              # rwkv7: N, the WKV head size (n_head = n_embd / head_size; n_head is for llama)
+dim_ffn = 0                 # rwkv7: channel-mix width, 0 = 4 * n_embd
+wkv_impl = 'chunked'        # rwkv7: 'chunked' (matmuls per chunk) | 'naive' (per-step loop, the reference)
+chunk_len = 32              # rwkv7: chunk length of the chunked WKV
 # optimizer (AdamW)
 learning_rate = 6e-4        # peak
 max_iters = 5000
@@ -99,10 +103,12 @@ try:
         raise ConfigError(f"dtype must be auto, float32, bfloat16 or float16, not '{dtype}'")
     if lr_schedule not in ('cosine', 'linear'):
         raise ConfigError(f"lr_schedule must be 'cosine' or 'linear', not '{lr_schedule}'")
-    if init_from not in ('scratch', 'resume'):
-        raise ConfigError(f"init_from must be 'scratch' or 'resume', not '{init_from}'")
-    if model_type != 'llama':
-        raise ConfigError(f"model_type must be 'llama' (the only model file so far), not '{model_type}'")
+    if init_from not in ('scratch', 'resume') and not init_from.startswith('rwkv:'):
+        raise ConfigError(f"init_from must be 'scratch', 'resume' or 'rwkv:<file.pth>', not '{init_from}'")
+    if model_type not in ('llama', 'rwkv7'):
+        raise ConfigError(f"model_type must be 'llama' or 'rwkv7', not '{model_type}'")
+    if init_from.startswith('rwkv:') and model_type != 'rwkv7':
+        raise ConfigError(f"init_from='{init_from}' loads an RWKV-7 checkpoint: set --model_type=rwkv7")
     for k in ('batch_size', 'block_size', 'gradient_accumulation_steps', 'eval_interval', 'eval_iters',
               'log_interval'):
         if globals()[k] < 1:
@@ -134,6 +140,9 @@ print(f"tokens per iteration: {tokens_per_iter:,} ({gradient_accumulation_steps}
 
 # ---------------------------------------------------------------------------- model
 from model_llama import PRESETS, Llama, LlamaConfig  # noqa: E402
+from model_rwkv7 import RWKV7, RWKV7Config  # noqa: E402
+
+MODELS = {'llama': (Llama, LlamaConfig), 'rwkv7': (RWKV7, RWKV7Config)}
 
 checkpoint = None
 if init_from == 'resume':
@@ -144,10 +153,21 @@ if init_from == 'resume':
     if checkpoint.get('model_type') != model_type:
         fail(f"{ckpt_path} holds a '{checkpoint.get('model_type')}' model, not '{model_type}': set --model_type")
     model_args = checkpoint['model_args']
-    if checkpoint['tokenizer']['spec'] != tok.spec or checkpoint['tokenizer']['sp_proto'] != tok.sp_proto:
+    if checkpoint['tokenizer']['spec'] != tok.spec or checkpoint['tokenizer']['blob'] != tok.blob:
         fail(f"{ckpt_path} was trained with tokenizer '{checkpoint['tokenizer']['spec']}', but {data_dir} holds data "
              f"tokenized with '{tok.spec}': resume on the run's own data_dir")
     print("resuming: the model's shape comes from the checkpoint; shape keys given now are ignored")
+elif init_from.startswith('rwkv:'):
+    try:
+        pretrained = RWKV7.from_pretrained(init_from[5:], block_size=block_size, dropout=dropout, wkv_impl=wkv_impl,
+                                           chunk_len=chunk_len)
+    except (OSError, ValueError, RuntimeError) as e:
+        fail(f"cannot load {init_from[5:]}: {e}")
+    model_args = dataclasses.asdict(pretrained.config)
+    print(f"loaded {init_from[5:]}")
+elif model_type == 'rwkv7':
+    model_args = dict(block_size=block_size, vocab_size=vocab_size or 64 * math.ceil(meta['vocab_size'] / 64),
+                      n_layer=n_layer, n_embd=n_embd, head_size=head_size, dim_ffn=dim_ffn, dropout=dropout)
 else:
     shape = dict(n_layer=n_layer, n_head=n_head, n_kv_head=n_kv_head, n_embd=n_embd)
     if preset:
@@ -162,11 +182,13 @@ if model_args['vocab_size'] < meta['vocab_size']:
          f"leave vocab_size=0 to size it from the data")
 if block_size > model_args['block_size']:
     fail(f"block_size {block_size} is longer than the model's {model_args['block_size']}")
+if model_type == 'rwkv7':  # the WKV implementation is a run-time choice, also on resume
+    model_args.update(wkv_impl=wkv_impl, chunk_len=chunk_len)
 try:
-    model = Llama(LlamaConfig(**model_args))
+    model = pretrained if init_from.startswith('rwkv:') else MODELS[model_type][0](MODELS[model_type][1](**model_args))
 except (ValueError, ZeroDivisionError) as e:
     fail(f"bad model shape: {e}")
-model_args = dataclasses.asdict(model.config)  # with derived values (intermediate_size) filled in
+model_args = dataclasses.asdict(model.config)  # with derived values (intermediate_size, LoRA ranks) filled in
 if checkpoint is not None:
     model.load_state_dict(checkpoint['model'])
 model.grad_checkpoint = grad_checkpoint
@@ -310,7 +332,7 @@ loss_acc = torch.full((), loss_acc0, device=device)  # summed losses of the n_ac
 while True:
     lr = get_lr(iter_num)
     for group in optimizer.param_groups:
-        group['lr'] = lr
+        group['lr'] = lr * group.get('lr_scale', 1.0)
     if (iter_num % eval_interval == 0 or iter_num == max_iters) and iter_num > start_iter or iter_num == 0:
         losses = estimate_loss()
         print(f"step {iter_num}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
