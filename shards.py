@@ -72,8 +72,11 @@ def load_meta(data_dir):
     if not os.path.isfile(path):
         raise DataError(f"no prepared data in '{data_dir}' ({path} missing): run prepare.py first, "
                         f"e.g. python prepare.py --dataset=shakespeare --tokenizer=byte, or set --data_dir")
-    with open(path) as f:
-        return json.load(f)
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except json.JSONDecodeError as e:
+        raise DataError(f"{path} is corrupt ({e}): run prepare.py again") from None
 
 
 def load_split(data_dir, split, vocab_size=None):

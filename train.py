@@ -203,7 +203,7 @@ except DataError as e:
 starts = {sp: np.array([max(len(s) - block_size, 0) for s in shards]) for sp, shards in data.items()}
 for sp in data:
     if starts[sp].sum() == 0:
-        fail(f"the {sp} split of {data_dir} has no shard longer than block_size + 1 = {block_size + 1} tokens: "
+        fail(f"the {sp} split of {data_dir} has no shard of at least block_size + 1 = {block_size + 1} tokens: "
              f"lower block_size or prepare more data")
 sampler = torch.Generator().manual_seed(seed)  # the data order; its state is saved, so resume is exact
 
