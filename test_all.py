@@ -5,6 +5,7 @@ GPT-2 files are neither cached nor downloadable.
 """
 
 import json
+import re
 import os
 import signal
 import subprocess
@@ -532,3 +533,56 @@ def test_rwkv_train_resume_and_sample(data_dir):
     p = run('sample.py', '--out_dir=rwkv_full', '--start=Line', '--max_new_tokens=20', '--num_samples=1',
             '--device=cpu', cwd=data_dir)
     assert p.stdout.startswith('Line')
+
+
+# ---------------------------------------------------------------------------- reasoning format and gsm_synth
+import chat  # noqa: E402
+import gsm_synth  # noqa: E402
+
+
+@pytest.mark.parametrize('kind', ['byte', 'sp_file', 'gpt2'])
+def test_chat_render_mask(kind, sp_model):
+    tok = {'byte': lambda: get_tokenizer('byte'), 'sp_file': lambda: get_tokenizer(sp_model), 'gpt2': gpt2_or_skip}[kind]()
+    reply = chat.assistant_reply('2 + 2 = 4', '4')
+    msgs = [{'role': 'user', 'content': 'What is 2+2?'}, {'role': 'assistant', 'content': reply},
+            {'role': 'user', 'content': 'And 3+3?'}, {'role': 'assistant', 'content': 'Six.'}]
+    ids, mask = chat.render(tok, msgs)
+    assert len(ids) == len(mask)
+    text = tok.decode(ids)
+    assert text == (f"<|im_start|>system\n{chat.SYSTEM_PROMPT}<|im_end|>\n<|im_start|>user\nWhat is 2+2?<|im_end|>\n"
+                    f"<|im_start|>assistant\n<think>\n2 + 2 = 4\n</think>\n\n**Final Answer:** 4<|im_end|>\n"
+                    f"<|im_start|>user\nAnd 3+3?<|im_end|>\n<|im_start|>assistant\nSix.<|im_end|>\n")
+    learned = [i for i, m in zip(ids, mask) if m]  # exactly the two replies, each with its <|im_end|>
+    assert tok.decode(learned) == reply + '<|im_end|>' + 'Six.<|im_end|>'
+    p = chat.prompt(tok, 'What is 2+2?')
+    assert tok.decode(p).endswith('What is 2+2?<|im_end|>\n<|im_start|>assistant\n') and p == ids[:len(p)]
+
+
+def test_answer_parsing():
+    assert chat.final_answer('<think>\nx\n</think>\n\n**Final Answer:** 1,234.<|im_end|>') == '1234'
+    assert chat.final_answer('**Final Answer:** 1\n**Final Answer:** $-7.50') == '-7.5'
+    assert chat.final_answer('**Final Answer:** 18.00') == '18' and chat.final_answer('no answer') is None
+    assert chat.final_answer('**Final Answer:** Paris') == 'Paris'
+    assert chat.gsm8k_parts('She has 48/2 = <<48/2=24>>24.\n#### 1,024') == ('She has 48/2 = 24.', '1024')
+    assert chat.gsm8k_parts('x <<3-5=-2>>-2\n#### -2', keep_calc=True) == ('x <<3-5=-2>>-2', '-2')
+    with pytest.raises(ValueError, match='####'):
+        chat.gsm8k_parts('no final line')
+
+
+def test_gsm_synth_determinism_splits_and_arithmetic():
+    a, b = gsm_synth.generate('train', 300, seed=3), gsm_synth.generate('train', 300, seed=3)
+    assert a == b and a != gsm_synth.generate('train', 300, seed=4)
+    test = gsm_synth.generate('test', 100, seed=3)
+    assert not {p['question'] for p in a} & {p['question'] for p in test}
+    assert all(gsm_synth.split_of(p['question']) == 'test' for p in test)
+    for p in a + test:
+        assert 2 <= p['steps'] <= 4 and len(p['answer'].split('\n')) >= p['steps'] + 1
+        values = []
+        for expr, res in re.findall(r'<<([^=]+)=([^>]+)>>', p['answer']):
+            x, op, y = re.fullmatch(r'(\d+)([-+*/])(\d+)', expr).groups()
+            exact = {'+': int(x) + int(y), '-': int(x) - int(y), '*': int(x) * int(y), '/': int(x) / int(y)}[op]
+            assert exact == int(res) and 0 <= int(res) <= 1000 and (op not in '*/' or min(int(x), int(y)) <= 12)
+            values.append(int(res))
+        reasoning, answer = chat.gsm8k_parts(p['answer'])
+        assert answer == str(values[-1]) and '<<' not in reasoning
+        assert all(int(n) <= 100 for n in re.findall(r'\d+', p['question']))
