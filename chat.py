@@ -81,3 +81,68 @@ def gsm8k_parts(solution, keep_calc=False):
     if not keep_calc:
         reasoning = re.sub(r'<<[^<>]*>>', '', reasoning)
     return reasoning.strip(), normalize_number(answer)
+
+
+def to_messages(rec, keep_calc=False):
+    """One record of a supervised source -> a conversation [{'role', 'content'}, ...]. Understood shapes:
+    {'messages': [...]} (OpenAI style; system turns dropped: the system prompt is set at render time),
+    {'question', 'answer'} with a GSM8K '#### N' answer, {'question', 'answer', 'rationale'} (chain-of-thought,
+    e.g. FLAN v2 CoT), {'user', 'reasoning', 'assistant'} (KingNish/reasoning-base-20k), {'instruction', 'input',
+    'output'} (Alpaca) and {'prompt', 'response'}. Raises ValueError for anything else."""
+    if not isinstance(rec, dict):
+        raise ValueError(f"a record must be an object, not {type(rec).__name__}")
+    if 'messages' in rec:
+        msgs = [{'role': m['role'], 'content': str(m['content'])} for m in rec['messages'] if m['role'] != 'system']
+        if not any(m['role'] == 'assistant' for m in msgs):
+            raise ValueError("a conversation without an assistant turn has nothing to learn")
+        return msgs
+    if {'question', 'answer', 'rationale'} <= rec.keys():
+        return [{'role': 'user', 'content': rec['question']},
+                {'role': 'assistant', 'content': assistant_reply(rec['rationale'], rec['answer'])}]
+    if {'question', 'answer'} <= rec.keys():
+        reasoning, answer = gsm8k_parts(str(rec['answer']), keep_calc)
+        return [{'role': 'user', 'content': rec['question']},
+                {'role': 'assistant', 'content': assistant_reply(reasoning, answer)}]
+    if {'user', 'reasoning', 'assistant'} <= rec.keys():
+        return [{'role': 'user', 'content': rec['user']},
+                {'role': 'assistant', 'content': assistant_reply(rec['reasoning'], rec['assistant'])}]
+    if {'instruction', 'output'} <= rec.keys():
+        user = rec['instruction'] + (f"\n\n{rec['input']}" if rec.get('input') else '')
+        return [{'role': 'user', 'content': user}, {'role': 'assistant', 'content': rec['output']}]
+    if {'prompt', 'response'} <= rec.keys():
+        return [{'role': 'user', 'content': rec['prompt']}, {'role': 'assistant', 'content': rec['response']}]
+    raise ValueError(f"unknown record shape (keys {sorted(rec)}): see chat.to_messages for the supported ones")
+
+
+def read_records(path):
+    """Yield (where, record) from a .jsonl / .json / .tsv (question, answer, rationale columns; a literal '\\n' in a
+    field is a newline) / .txt file. A .txt file holds conversations separated by lines '===', each a run of turns
+    that start with '<user>' or '<assistant>' at the beginning of a line. `where` is 'file:line' for error messages."""
+    if path.endswith('.jsonl'):
+        for n, line in enumerate(open(path, encoding='utf-8'), 1):
+            if line.strip():
+                yield f"{path}:{n}", _json(line, f"{path}:{n}")
+    elif path.endswith('.json'):
+        recs = _json(open(path, encoding='utf-8').read(), path)
+        for n, rec in enumerate(recs if isinstance(recs, list) else [recs]):
+            yield f"{path} record {n}", rec
+    elif path.endswith('.tsv'):
+        for n, line in enumerate(open(path, encoding='utf-8'), 1):
+            cols = line.rstrip('\n').split('\t')
+            yield f"{path}:{n}", (dict(zip(('question', 'answer', 'rationale'), (c.replace('\\n', '\n') for c in cols)))
+                                  if len(cols) == 3 else {'bad_line': f"{len(cols)} tab-separated columns, expected 3"})
+    elif path.endswith('.txt'):
+        for n, block in enumerate(open(path, encoding='utf-8').read().split('\n===\n')):
+            turns = re.split(r'(?m)^<(user|assistant)>', block)
+            msgs = [{'role': r, 'content': c.strip()} for r, c in zip(turns[1::2], turns[2::2])]
+            yield f"{path} conversation {n}", {'messages': msgs} if msgs else {'bad_text': block[:40]}
+    else:
+        raise ValueError(f"cannot read '{path}' as supervised data: use .jsonl, .json, .tsv or .txt")
+
+
+def _json(text, where):
+    import json
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{where}: malformed JSON ({e})") from None

@@ -88,6 +88,8 @@ def configure(g, argv=None, verbose=True):
             if verbose:
                 print(f"config: {arg}")
         else:
+            if '=' not in arg and isinstance(g.get(arg[2:]), bool):
+                arg += '=True'  # a bare --flag switches a boolean on
             if '=' not in arg:
                 raise ConfigError(f"malformed argument '{arg}': use --key=value (e.g. --batch_size=32)")
             k, raw = arg[2:].split('=', 1)

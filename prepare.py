@@ -14,6 +14,13 @@ others is one document (its `text_field`). Every document is preceded by the end
 source (Tiny Shakespeare) is split by characters: the last `val_fraction` of the text is val, as nanoGPT does; with
 many documents every (1/val_fraction)-th document goes to val, unless the source has its own val split (`val_split`).
 
+Supervised data (--format=chat, and the gsm_synth / gsm8k recipes): conversations rendered in the format of chat.py
+to token shards plus parallel loss-mask shards (mask_train_000.bin) and example indexes (idx_train_000.npy):
+
+    python prepare.py --dataset=gsm_synth --tokenizer=byte --show_mask    # generated GSM-style problems
+    python prepare.py --dataset=gsm8k --source=path/to/gsm8k              # train.jsonl + test.jsonl
+    python prepare.py --format=chat --dataset=my_chats.jsonl --skip_bad   # messages / Alpaca / CoT TSV / ...
+
 Re-running with the same arguments does nothing; another tokenizer into a folder that has data is refused.
 """
 
@@ -28,6 +35,8 @@ import urllib.request
 import numpy as np
 from tqdm import tqdm
 
+import gsm_synth
+from chat import SYSTEM_PROMPT, read_records, render, to_messages
 from configurator import ConfigError, configure
 from shards import DataError, dtype_for_vocab, read_shard, write_shard
 from tokenizer import get_tokenizer, tokenizer_from_state, train_sentencepiece
@@ -44,13 +53,28 @@ val_fraction = 0.1        # share of text (one document) or of documents (many) 
 shard_size = 100_000_000  # tokens per shard
 num_proc = 0              # tokenizer processes; 0 = one per CPU core
 sp_train_chars = 200_000_000  # characters of training text used to train an sp:N tokenizer
+# supervised (chat) data: --format=chat, or the gsm_synth / gsm8k recipes
+format = 'text'           # 'text': documents for pretraining; 'chat': conversations with loss masks
+system_prompt = SYSTEM_PROMPT
+keep_calc = False         # keep GSM8K's <<48/2=24>> calculator annotations in the reasoning
+skip_bad = False          # skip (and count) malformed records instead of stopping at the first
+show_mask = False         # print one rendered example with the supervised span marked
+synth_train = 20000       # gsm_synth: problems per split, and the generator's knobs
+synth_val = 500
+synth_test = 500
+synth_seed = 0
+synth_min_steps = 2
+synth_max_steps = 4
 # -----------------------------------------------------------------------------
 
 RECIPES = {  # name -> (where it comes from, text field, the source's val split)
     'shakespeare': ('https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt',
                     'text', ''),
     'tinystories': ('roneneldan/TinyStories', 'text', 'validation'),
+    'gsm8k': ('openai/gsm8k', 'question', 'test'),  # chat format; --source=folder with train.jsonl and test.jsonl
+    'gsm_synth': ('', 'question', ''),              # chat format, generated (gsm_synth.py), no download
 }
+CHAT_RECIPES = ('gsm8k', 'gsm_synth')
 EXTENSIONS = ('.txt', '.json', '.jsonl', '.parquet')
 
 
@@ -176,8 +200,102 @@ def init_worker(state, dtype):
     _tok, _dtype = tokenizer_from_state(state), dtype
 
 
+def chat_records():
+    """Yield (split, where, record) of a supervised source; split is 'train', 'val' or 'test'."""
+    if dataset == 'gsm_synth':
+        for sp, n in (('train', synth_train), ('val', synth_val), ('test', synth_test)):
+            for i, p in enumerate(gsm_synth.generate(sp, n, synth_seed, synth_min_steps, synth_max_steps)):
+                yield sp, f"gsm_synth {sp} {i}", p
+        return
+    if dataset == 'gsm8k' and not source:
+        from datasets import load_dataset
+        try:
+            for sp, hf in (('train', 'train'), ('test', 'test')):
+                for i, rec in enumerate(load_dataset('openai/gsm8k', 'main', split=hf)):
+                    yield sp, f"openai/gsm8k {hf} {i}", rec
+        except Exception as e:
+            raise DataError(f"could not load openai/gsm8k ({type(e).__name__}: {e}). Offline? Pass a folder with "
+                            f"train.jsonl and test.jsonl: --source=path") from None
+        return
+    where = source or dataset
+    if not os.path.exists(where):
+        raise DataError(f"'{where}' not found: chat data is a recipe ({', '.join(CHAT_RECIPES)}) or local files")
+    files = sorted(glob.glob(os.path.join(where, '*'))) if os.path.isdir(where) else [where]
+    n = 0
+    for f in files:
+        test_file = os.path.basename(f).startswith('test')  # GSM8K's test.jsonl is the held-out set
+        for w, rec in read_records(f):
+            sp = 'test' if test_file else 'val' if int((n + 1) * val_fraction) > int(n * val_fraction) else 'train'
+            n += 0 if test_file else 1
+            yield sp, w, rec
+
+
+def write_chat(tok, args, meta_path):
+    """Render every conversation to (ids, mask) and write token shards, parallel mask shards (mask_*.bin, same
+    format) and example indexes (idx_*.npy: start, length, difficulty per example; examples never span shards).
+    Held-out problems go to test.jsonl ({'question', 'answer'}) for accuracy evaluation."""
+    out = {sp: {'ids': [], 'mask': [], 'idx': [], 'shard': 0, 'examples': 0, 'tokens': 0} for sp in ('train', 'val')}
+    files, bad, test = [], 0, []
+
+    def flush(sp):
+        o = out[sp]
+        name = f"{sp}_{o['shard']:03d}"
+        write_shard(os.path.join(data_dir, name + '.bin'), np.array(o['ids']), tok.vocab_size)
+        write_shard(os.path.join(data_dir, f"mask_{name}.bin"), np.array(o['mask']), tok.vocab_size)
+        np.save(os.path.join(data_dir, f"idx_{name}.npy"), np.array(o['idx'], dtype=np.int64).reshape(-1, 3))
+        files.extend([name + '.bin', f"mask_{name}.bin"])
+        o.update(ids=[], mask=[], idx=[], shard=o['shard'] + 1)
+
+    for sp, where, rec in tqdm(chat_records(), desc=f"rendering ({tokenizer})", unit=' examples'):
+        try:
+            msgs = to_messages(rec, keep_calc)
+        except (ValueError, KeyError, TypeError) as e:
+            if not skip_bad:
+                raise DataError(f"{where}: {e} (--skip_bad=True skips such records)") from None
+            bad += 1
+            continue
+        if sp == 'test':
+            test.append({'question': msgs[0]['content'], 'answer': rec.get('answer', msgs[-1]['content'])})
+            continue
+        ids, mask = render(tok, msgs, system_prompt)
+        if show_mask and not out['train']['examples'] and sp == 'train':
+            marked = ''.join(('⟦' if m and not p else '⟧' if p and not m else '') + tok.decode([i])
+                             for i, m, p in zip(ids, mask, [0] + mask[:-1]))
+            print(f"one rendered example, the supervised tokens between ⟦ and ⟧:\n{marked}" + ('⟧' if mask[-1] else ''))
+        o = out[sp]
+        if len(o['ids']) + len(ids) > shard_size and o['ids']:
+            flush(sp)
+        o['idx'].append((len(o['ids']), len(ids), rec.get('steps', sum(mask))))  # difficulty: steps or reply length
+        o['ids'].extend(ids)
+        o['mask'].extend(mask)
+        o['examples'] += 1
+        o['tokens'] += len(ids)
+    if not out['train']['examples']:
+        raise DataError(f"dataset '{dataset}' gave no training examples")
+    for sp in ('train', 'val'):
+        if out[sp]['ids']:
+            flush(sp)
+    if test:
+        with open(os.path.join(data_dir, 'test.jsonl'), 'w') as f:
+            f.writelines(json.dumps(r) + '\n' for r in test)
+    version, dtype = dtype_for_vocab(tok.vocab_size)
+    meta = {'tokenizer': tokenizer, 'vocab_size': tok.vocab_size, 'eot_id': tok.eot_id, 'format': 'chat',
+            'dtype': np.dtype(dtype).name, 'version': version, 'system_prompt': system_prompt,
+            'train_tokens': out['train']['tokens'], 'val_tokens': out['val']['tokens'],
+            'train_examples': out['train']['examples'], 'val_examples': out['val']['examples'],
+            'test_examples': len(test), 'skipped_bad': bad, 'files': sorted(files), 'args': args}
+    with open(meta_path + '.tmp', 'w') as f:
+        json.dump(meta, f, indent=2)
+    os.replace(meta_path + '.tmp', meta_path)
+    print(f"wrote {meta['train_examples']:,} train / {meta['val_examples']:,} val examples ({meta['train_tokens']:,} / "
+          f"{meta['val_tokens']:,} tokens), {len(test):,} test problems, {bad} bad records skipped, to {data_dir}")
+
+
 def main():
-    global data_dir, text_field, val_split
+    global data_dir, text_field, val_split, format
+    format = 'chat' if dataset in CHAT_RECIPES else format
+    if format not in ('text', 'chat'):
+        raise ConfigError(f"format must be 'text' or 'chat', not '{format}'")
     if dataset in RECIPES:
         text_field = text_field if text_field != 'text' else RECIPES[dataset][1]
         val_split = val_split or (RECIPES[dataset][2] if not source else '')  # local copies carve out val_fraction
@@ -193,7 +311,9 @@ def main():
         else os.path.splitext(os.path.basename(tokenizer))[0]
     data_dir = data_dir or os.path.join('data', f"{os.path.basename(dataset.rstrip('/')).split('.')[0]}_{tag}")
     args = {k: config[k] for k in ('dataset', 'source', 'tokenizer', 'text_field', 'split', 'val_split',
-                                   'val_fraction', 'shard_size', 'sp_train_chars')}
+                                   'val_fraction', 'shard_size', 'sp_train_chars', 'format', 'system_prompt',
+                                   'keep_calc', 'skip_bad', 'synth_train', 'synth_val', 'synth_test', 'synth_seed',
+                                   'synth_min_steps', 'synth_max_steps')}
     meta_path = os.path.join(data_dir, 'meta.json')
     if os.path.exists(meta_path):
         meta = json.load(open(meta_path))
@@ -202,6 +322,8 @@ def main():
                  f"choose another --data_dir or delete that folder")
         if meta.get('args') == args:
             try:
+                if show_mask:
+                    raise DataError('--show_mask renders the data again')
                 if meta['tokenizer'].startswith('sp:') or meta['tokenizer'].endswith('.model'):
                     get_tokenizer(meta['tokenizer'], data_dir)
                 for f in meta['files']:
@@ -212,7 +334,7 @@ def main():
                 print(f"re-preparing: {e}")
         os.remove(meta_path)  # from here until the new meta.json, the folder is not a finished dataset
     os.makedirs(data_dir, exist_ok=True)
-    for f in glob.glob(os.path.join(data_dir, '*_[0-9][0-9][0-9].bin')):
+    for f in glob.glob(os.path.join(data_dir, '*_[0-9][0-9][0-9].*')):
         os.remove(f)
 
     if tokenizer.startswith('sp:'):
@@ -221,7 +343,9 @@ def main():
 
         def sample():
             total = 0
-            for _, d in documents('train'):
+            texts = (d for _, d in documents('train')) if format == 'text' else \
+                (' '.join(str(v) for v in rec.values() if isinstance(v, str)) for sp, _, rec in chat_records())
+            for d in texts:
                 yield d
                 total += len(d)
                 if total >= sp_train_chars:
@@ -232,6 +356,8 @@ def main():
         if not os.path.exists(copy) or not os.path.samefile(tokenizer, copy):
             shutil.copyfile(tokenizer, copy)
     tok = get_tokenizer(tokenizer, data_dir)
+    if format == 'chat':
+        return write_chat(tok, args, meta_path)
     version, dtype = dtype_for_vocab(tok.vocab_size)
 
     buffers, counts, files, ndocs = {'train': [], 'val': []}, {'train': 0, 'val': 0}, [], {'train': 0, 'val': 0}

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from configurator import ConfigError, configure, pick_device
-from shards import DataError, load_meta, load_split
+from shards import DataError, load_meta, load_split, read_shard
 from tokenizer import get_tokenizer
 
 # -----------------------------------------------------------------------------
@@ -35,7 +35,8 @@ log_interval = 10
 eval_iters = 20             # batches per split in each loss estimate
 eval_only = False           # evaluate once and exit
 always_save_checkpoint = True  # write ckpt.pt at every eval (else only when val improves, and at the end)
-init_from = 'scratch'       # 'scratch' | 'resume' (from out_dir/ckpt.pt) | 'rwkv:<official RWKV-7 .pth>'
+init_from = 'scratch'       # 'scratch' | 'resume' (from out_dir/ckpt.pt) | 'rwkv:<official RWKV-7 .pth>' |
+                            # another run's out_dir (its weights, a fresh optimizer: pretrain, then fine-tune)
 wandb_log = False
 wandb_project = 'tiny-reasoner'
 wandb_run_name = 'run'
@@ -43,6 +44,7 @@ wandb_run_name = 'run'
 data_dir = 'data/shakespeare_byte'
 gradient_accumulation_steps = 1
 batch_size = 12             # micro-batch size
+curriculum = False          # chat data: the first epoch goes from easy to hard examples
 block_size = 256
 # model
 model_type = 'llama'        # 'llama' (model_llama.py) | 'rwkv7' (model_rwkv7.py)
@@ -103,8 +105,9 @@ try:
         raise ConfigError(f"dtype must be auto, float32, bfloat16 or float16, not '{dtype}'")
     if lr_schedule not in ('cosine', 'linear'):
         raise ConfigError(f"lr_schedule must be 'cosine' or 'linear', not '{lr_schedule}'")
-    if init_from not in ('scratch', 'resume') and not init_from.startswith('rwkv:'):
-        raise ConfigError(f"init_from must be 'scratch', 'resume' or 'rwkv:<file.pth>', not '{init_from}'")
+    if init_from not in ('scratch', 'resume') and not init_from.startswith('rwkv:') and not os.path.isdir(init_from):
+        raise ConfigError(f"init_from must be 'scratch', 'resume', 'rwkv:<file.pth>' or a run's out_dir, not "
+                          f"'{init_from}' (no such folder)")
     if model_type not in ('llama', 'rwkv7'):
         raise ConfigError(f"model_type must be 'llama' or 'rwkv7', not '{model_type}'")
     if init_from.startswith('rwkv:') and model_type != 'rwkv7':
@@ -157,6 +160,18 @@ if init_from == 'resume':
         fail(f"{ckpt_path} was trained with tokenizer '{checkpoint['tokenizer']['spec']}', but {data_dir} holds data "
              f"tokenized with '{tok.spec}': resume on the run's own data_dir")
     print("resuming: the model's shape comes from the checkpoint; shape keys given now are ignored")
+elif init_from not in ('scratch', 'resume') and not init_from.startswith('rwkv:'):  # another run's out_dir
+    name = 'best.pt' if os.path.isfile(os.path.join(init_from, 'best.pt')) else 'ckpt.pt'
+    if not os.path.isfile(os.path.join(init_from, name)):
+        fail(f"init_from='{init_from}' has no best.pt or ckpt.pt: train that run first")
+    checkpoint = torch.load(os.path.join(init_from, name), map_location='cpu', weights_only=False)
+    if checkpoint.get('model_type') != model_type or checkpoint['tokenizer']['spec'] != tok.spec \
+            or checkpoint['tokenizer']['blob'] != tok.blob:
+        fail(f"{init_from}/{name} is a '{checkpoint.get('model_type')}' model with tokenizer "
+             f"'{checkpoint['tokenizer']['spec']}'; this run has model_type '{model_type}' and data tokenized with "
+             f"'{tok.spec}': they must match")
+    model_args = checkpoint['model_args']
+    print(f"initialising from {init_from}/{name} (iteration {checkpoint['iter_num']}); a fresh optimizer")
 elif init_from.startswith('rwkv:'):
     try:
         pretrained = RWKV7.from_pretrained(init_from[5:], block_size=block_size, dropout=dropout, wkv_impl=wkv_impl,
@@ -191,25 +206,65 @@ except (ValueError, ZeroDivisionError) as e:
 model_args = dataclasses.asdict(model.config)  # with derived values (intermediate_size, LoRA ranks) filled in
 if checkpoint is not None:
     model.load_state_dict(checkpoint['model'])
+    if init_from != 'resume':
+        checkpoint = None  # weights only: the rest starts fresh
 model.grad_checkpoint = grad_checkpoint
 model.to(device)
 print(f"model: {model.get_num_params() / 1e6:.2f}M parameters, {json.dumps(model_args)}")
 
+sft = meta.get('format') == 'chat'  # supervised examples with loss masks (prepare.py --format=chat)
 try:
     data = {sp: load_split(data_dir, sp, model_args['vocab_size']) for sp in ('train', 'val')}
-except DataError as e:
-    fail(str(e))
+    if sft:
+        masks = {sp: [read_shard(os.path.join(data_dir, f'mask_{sp}_{i:03d}.bin')) for i in range(len(data[sp]))]
+                 for sp in data}
+        # examples: (shard, start, length, difficulty) rows; training order by difficulty when curriculum is on
+        examples = {sp: np.concatenate([np.column_stack([np.full(len(ix), i), ix]) for i, ix in enumerate(
+            np.load(os.path.join(data_dir, f'idx_{sp}_{i:03d}.npy')) for i in range(len(data[sp])))]) for sp in data}
+        if curriculum:
+            examples['train'] = examples['train'][np.argsort(examples['train'][:, 3], kind='stable')]
+        truncated = 0
+except (DataError, FileNotFoundError) as e:
+    fail(f"{e}: prepare the data again")
 # a window of block_size + 1 tokens starts anywhere it fits inside one shard
 starts = {sp: np.array([max(len(s) - block_size, 0) for s in shards]) for sp, shards in data.items()}
 for sp in data:
-    if starts[sp].sum() == 0:
+    if starts[sp].sum() == 0 and not sft:
         fail(f"the {sp} split of {data_dir} has no shard of at least block_size + 1 = {block_size + 1} tokens: "
              f"lower block_size or prepare more data")
 sampler = torch.Generator().manual_seed(seed)  # the data order; its state is saved, so resume is exact
 
 
+def get_sft_batch(split, gen):
+    """Rows that start at an example: whole examples packed one after another while they fit in block_size + 1
+    tokens (an example is never split; one longer than a row is truncated and counted), the rest padded. Y is -1
+    wherever the mask says the token is not learned. With curriculum, the first epoch draws from the easiest share
+    of the examples, a share that grows to all of them."""
+    global truncated
+    ex = examples[split]
+    share = min(1.0, (iter_num + 1) * tokens_per_iter / meta['train_tokens']) if curriculum and split == 'train' else 1
+    picks = torch.randint(max(batch_size, int(len(ex) * share)), (batch_size,), generator=gen).tolist()
+    rows = np.full((batch_size, block_size + 1), meta['eot_id'], dtype=np.int64)
+    learn = np.zeros((batch_size, block_size + 1), dtype=bool)
+    for b, i in enumerate(picks):
+        pos = 0
+        while pos < block_size + 1:
+            s, start, length, _ = ex[i % len(ex)]
+            if pos + length > block_size + 1 and pos > 0:
+                break
+            take = min(length, block_size + 1 - pos)
+            truncated += split == 'train' and take < length
+            rows[b, pos:pos + take] = data[split][s][start:start + take]
+            learn[b, pos:pos + take] = masks[split][s][start:start + take]
+            pos, i = pos + take, i + 1
+    y = np.where(learn[:, 1:], rows[:, 1:], -1)
+    return torch.from_numpy(rows[:, :-1]).to(device), torch.from_numpy(y).to(device)
+
+
 def get_batch(split, gen):
     """A random (X, Y) batch of shape (batch_size, block_size), int64; Y is X shifted by one token."""
+    if sft:
+        return get_sft_batch(split, gen)
     cum = np.cumsum(starts[split])
     pick = torch.randint(int(cum[-1]), (batch_size,), generator=gen).numpy()
     shard_of = np.searchsorted(cum, pick, side='right')
@@ -379,7 +434,7 @@ while True:
         eta = (max_iters - iter_num) * dt
         print(f"iter {iter_num}: loss {lossf:.4f}, lr {lr:.2e}, {dt * 1000:.1f} ms/iter, "
               f"{tokens_per_iter / dt:,.0f} tok/s" + (f", mfu {mfu * 100:.1f}%" if mfu is not None else '')
-              + f", eta {eta / 60:.1f} min")
+              + f", eta {eta / 60:.1f} min" + (f", {truncated} examples truncated" if sft and truncated else ''))
         log({'iter': iter_num, 'loss': lossf, 'lr': lr, 'ms_per_iter': dt * 1000, 'tok_per_s': tokens_per_iter / dt,
              'mfu': mfu, 'elapsed_s': round(time.time() - t_start, 2)})
 print(f"done: {iter_num} iterations in {time.time() - t_start:.1f} s, best val loss {best_val_loss:.4f}")
