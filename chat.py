@@ -91,6 +91,8 @@ def to_messages(rec, keep_calc=False):
     'output'} (Alpaca) and {'prompt', 'response'}. Raises ValueError for anything else."""
     if not isinstance(rec, dict):
         raise ValueError(f"a record must be an object, not {type(rec).__name__}")
+    if '_error' in rec:  # read_records could not parse it
+        raise ValueError(rec['_error'])
     if 'messages' in rec:
         msgs = [{'role': m['role'], 'content': str(m['content'])} for m in rec['messages'] if m['role'] != 'system']
         if not any(m['role'] == 'assistant' for m in msgs):
@@ -117,7 +119,8 @@ def to_messages(rec, keep_calc=False):
 def read_records(path):
     """Yield (where, record) from a .jsonl / .json / .tsv (question, answer, rationale columns; a literal '\\n' in a
     field is a newline) / .txt file. A .txt file holds conversations separated by lines '===', each a run of turns
-    that start with '<user>' or '<assistant>' at the beginning of a line. `where` is 'file:line' for error messages."""
+    that start with '<user>' or '<assistant>' at the beginning of a line. `where` is 'file:line' for error messages;
+    a record that cannot be parsed comes as {'_error': message}, which to_messages raises."""
     if path.endswith('.jsonl'):
         for n, line in enumerate(open(path, encoding='utf-8'), 1):
             if line.strip():
@@ -130,12 +133,12 @@ def read_records(path):
         for n, line in enumerate(open(path, encoding='utf-8'), 1):
             cols = line.rstrip('\n').split('\t')
             yield f"{path}:{n}", (dict(zip(('question', 'answer', 'rationale'), (c.replace('\\n', '\n') for c in cols)))
-                                  if len(cols) == 3 else {'bad_line': f"{len(cols)} tab-separated columns, expected 3"})
+                                  if len(cols) == 3 else {'_error': f"{len(cols)} tab-separated columns, expected 3"})
     elif path.endswith('.txt'):
         for n, block in enumerate(open(path, encoding='utf-8').read().split('\n===\n')):
             turns = re.split(r'(?m)^<(user|assistant)>', block)
             msgs = [{'role': r, 'content': c.strip()} for r, c in zip(turns[1::2], turns[2::2])]
-            yield f"{path} conversation {n}", {'messages': msgs} if msgs else {'bad_text': block[:40]}
+            yield f"{path} conversation {n}", {'messages': msgs} if msgs else {'_error': 'no <user>/<assistant> turns'}
     else:
         raise ValueError(f"cannot read '{path}' as supervised data: use .jsonl, .json, .tsv or .txt")
 
@@ -145,4 +148,4 @@ def _json(text, where):
     try:
         return json.loads(text)
     except json.JSONDecodeError as e:
-        raise ValueError(f"{where}: malformed JSON ({e})") from None
+        return {'_error': f"malformed JSON ({e})"}

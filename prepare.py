@@ -36,7 +36,8 @@ import numpy as np
 from tqdm import tqdm
 
 import gsm_synth
-from chat import SYSTEM_PROMPT, read_records, render, to_messages
+import chat
+from chat import read_records, render, to_messages
 from configurator import ConfigError, configure
 from shards import DataError, dtype_for_vocab, read_shard, write_shard
 from tokenizer import get_tokenizer, tokenizer_from_state, train_sentencepiece
@@ -55,7 +56,7 @@ num_proc = 0              # tokenizer processes; 0 = one per CPU core
 sp_train_chars = 200_000_000  # characters of training text used to train an sp:N tokenizer
 # supervised (chat) data: --format=chat, or the gsm_synth / gsm8k recipes
 format = 'text'           # 'text': documents for pretraining; 'chat': conversations with loss masks
-system_prompt = SYSTEM_PROMPT
+system_prompt = chat.SYSTEM_PROMPT
 keep_calc = False         # keep GSM8K's <<48/2=24>> calculator annotations in the reasoning
 skip_bad = False          # skip (and count) malformed records instead of stopping at the first
 show_mask = False         # print one rendered example with the supervised span marked

@@ -586,3 +586,41 @@ def test_gsm_synth_determinism_splits_and_arithmetic():
         reasoning, answer = chat.gsm8k_parts(p['answer'])
         assert answer == str(values[-1]) and '<<' not in reasoning
         assert all(int(n) <= 100 for n in re.findall(r'\d+', p['question']))
+
+
+def test_pack_examples_never_splits():
+    from shards import pack_examples
+    lengths = [5, 3, 9, 4, 12, 2]
+    starts = np.cumsum([0] + lengths[:-1])
+    tokens = [np.concatenate([np.full(n, k + 1) for k, n in enumerate(lengths)])]
+    masks = [np.ones_like(tokens[0])]
+    ex = np.column_stack([np.zeros(6, dtype=int), starts, lengths])
+    ids, learn, cut = pack_examples(tokens, masks, ex, [0, 2, 4, 5], 10, 0)
+    assert ids[0].tolist() == [1] * 5 + [2] * 3 + [0] * 2          # 5 + 3 fit, the 9 would not: padded
+    assert ids[1].tolist() == [3] * 9 + [0]
+    assert ids[2].tolist() == [5] * 10 and cut == 1                  # longer than a row: truncated, counted
+    assert ids[3].tolist() == [6] * 2 + [1] * 5 + [2] * 3           # wraps around to example 0
+    assert (learn == (ids != 0)).all()
+
+
+def test_prepare_chat_and_sft_accumulation(tmp_path):
+    recs = [{'question': f"What is {i} + {i}?", 'answer': f"{i} + {i} = <<{i}+{i}={2 * i}>>{2 * i}\n#### {2 * i}"}
+            for i in range(60)]
+    (tmp_path / 'gsm').mkdir()
+    (tmp_path / 'gsm' / 'train.jsonl').write_text(''.join(json.dumps(r) + '\n' for r in recs[:50]) + 'not json\n')
+    (tmp_path / 'gsm' / 'test.jsonl').write_text(''.join(json.dumps(r) + '\n' for r in recs[50:]))
+    p = run('prepare.py', '--dataset=gsm8k', '--source=gsm', '--tokenizer=byte', '--data_dir=d', cwd=tmp_path,
+            check=False)
+    assert p.returncode == 1 and 'train.jsonl:51: malformed JSON' in p.stderr and 'Traceback' not in p.stderr
+    run('prepare.py', '--dataset=gsm8k', '--source=gsm', '--tokenizer=byte', '--data_dir=d', '--skip_bad', cwd=tmp_path)
+    meta = json.load(open(tmp_path / 'd' / 'meta.json'))
+    assert (meta['train_examples'], meta['val_examples'], meta['test_examples'], meta['skipped_bad']) == (45, 5, 10, 1)
+    assert len(open(tmp_path / 'd' / 'test.jsonl').readlines()) == 10
+    # one step of 2 x 4 accumulated micro-batches equals one step of a batch of 8 (same rows, same sampler draws)
+    common = ['--data_dir=d', '--block_size=128', '--n_layer=1', '--n_head=2', '--n_kv_head=1', '--n_embd=16',
+              '--max_iters=1', '--eval_iters=1', '--device=cpu', '--warmup_iters=0', '--decay_lr=False']
+    run('train.py', *common, '--out_dir=a', '--batch_size=4', '--gradient_accumulation_steps=2', cwd=tmp_path)
+    run('train.py', *common, '--out_dir=b', '--batch_size=8', '--gradient_accumulation_steps=1', cwd=tmp_path)
+    a, b = (torch.load(tmp_path / d / 'ckpt.pt', weights_only=False)['model'] for d in 'ab')
+    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+    run('train.py', *common, '--out_dir=c', '--init_from=a', '--curriculum', cwd=tmp_path)  # fine-tune a run

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from configurator import ConfigError, configure, pick_device
-from shards import DataError, load_meta, load_split, read_shard
+from shards import DataError, load_meta, load_split, pack_examples, read_shard
 from tokenizer import get_tokenizer
 
 # -----------------------------------------------------------------------------
@@ -244,19 +244,8 @@ def get_sft_batch(split, gen):
     ex = examples[split]
     share = min(1.0, (iter_num + 1) * tokens_per_iter / meta['train_tokens']) if curriculum and split == 'train' else 1
     picks = torch.randint(max(batch_size, int(len(ex) * share)), (batch_size,), generator=gen).tolist()
-    rows = np.full((batch_size, block_size + 1), meta['eot_id'], dtype=np.int64)
-    learn = np.zeros((batch_size, block_size + 1), dtype=bool)
-    for b, i in enumerate(picks):
-        pos = 0
-        while pos < block_size + 1:
-            s, start, length, _ = ex[i % len(ex)]
-            if pos + length > block_size + 1 and pos > 0:
-                break
-            take = min(length, block_size + 1 - pos)
-            truncated += split == 'train' and take < length
-            rows[b, pos:pos + take] = data[split][s][start:start + take]
-            learn[b, pos:pos + take] = masks[split][s][start:start + take]
-            pos, i = pos + take, i + 1
+    rows, learn, cut = pack_examples(data[split], masks[split], ex, picks, block_size + 1, meta['eot_id'])
+    truncated += cut if split == 'train' else 0
     y = np.where(learn[:, 1:], rows[:, 1:], -1)
     return torch.from_numpy(rows[:, :-1]).to(device), torch.from_numpy(y).to(device)
 
