@@ -5,6 +5,7 @@ Benchmarks that print figures (never timed tests):
     python bench.py --task=wkv --compile=True        # ... plus the torch.compile'd chunked WKV
     python bench.py --task=generate --model_type=rwkv7 --n_layer=12 --n_embd=512   # decode speed vs context length
     python bench.py --task=generate --out_dir=out-shakespeare-char                 # ... of a trained checkpoint
+    python bench.py --task=accuracy --out_dir=out-sft --data=data/gsm_synth_byte/test.jsonl --limit=500
 
 Each timing is the median of `repeats` calls after one warm-up call (min in parentheses). Results are printed as a
 markdown table.
@@ -19,7 +20,7 @@ import torch
 from configurator import ConfigError, configure, pick_device
 
 # -----------------------------------------------------------------------------
-task = 'wkv'              # 'wkv' | 'generate'
+task = 'wkv'              # 'wkv' | 'generate' | 'accuracy'
 device = 'auto'
 repeats = 5
 compile = False           # wkv: also time the torch.compile'd chunked WKV (compiling takes minutes on a CPU)
@@ -40,6 +41,10 @@ n_kv_head = 4
 vocab_size = 50304
 contexts = '64,256,1024,2048'
 new_tokens = 32           # decode steps timed after each context
+# accuracy: greedy answers of a chat-trained run (out_dir) to GSM8K-format problems ({'question', 'answer'} jsonl)
+data = ''
+limit = 0                 # 0 = every problem
+max_new_tokens = 256
 # -----------------------------------------------------------------------------
 
 
@@ -134,13 +139,60 @@ def bench_generate():
         print(f"| {ctx} | {ctx / p:,.0f} | {1 / d:,.1f} |", flush=True)
 
 
+def load_run(path):
+    """(model, tokenizer, checkpoint) of a run's best.pt (else ckpt.pt), in eval mode on `device`."""
+    import os
+    from tokenizer import tokenizer_from_state
+    name = 'best.pt' if os.path.isfile(os.path.join(path, 'best.pt')) else 'ckpt.pt'
+    if not os.path.isfile(os.path.join(path, name)):
+        raise ConfigError(f"no checkpoint in '{path}': set --out_dir to a run")
+    ckpt = torch.load(os.path.join(path, name), map_location='cpu', weights_only=False)
+    if ckpt['model_type'] == 'llama':
+        from model_llama import Llama as Model, LlamaConfig as Config
+    else:
+        from model_rwkv7 import RWKV7 as Model, RWKV7Config as Config
+    model = Model(Config(**ckpt['model_args']))
+    model.load_state_dict(ckpt['model'])
+    return model.eval().to(device), tokenizer_from_state(ckpt['tokenizer']), ckpt
+
+
+def bench_accuracy():
+    """Greedy zero-shot answers in the chat format; a problem is right when the number after '**Final Answer:**'
+    equals the number after the gold answer's '####' (both normalised). Prints accuracy with a 95% interval."""
+    import json
+    import math
+    import os
+    import chat
+    if not os.path.isfile(data):
+        raise ConfigError(f"--data='{data}' not found: a jsonl of {{'question', 'answer'}} (e.g. data/<run>/test.jsonl)")
+    model, tok, ckpt = load_run(out_dir)
+    problems = [json.loads(line) for line in open(data) if line.strip()][:limit or None]
+    stops = [tok.special['<|im_end|>'], tok.eot_id]
+    right, t0 = 0, time.perf_counter()
+    for i, p in enumerate(problems, 1):
+        ids = chat.prompt(tok, p['question'])
+        x = torch.tensor([ids[-(model.config.block_size - max_new_tokens):] if ckpt['model_type'] == 'llama'
+                          else ids], device=device)
+        out = model.generate(x, max_new_tokens, temperature=0, stop_tokens=stops, vocab_limit=tok.vocab_size)
+        reply = tok.decode([t for t in out[0, x.size(1):].tolist() if t not in stops])
+        right += chat.final_answer(reply) == chat.gsm8k_parts(p['answer'])[1]
+        if i % 50 == 0 or i == len(problems):
+            print(f"{i}/{len(problems)}: accuracy {right / i:.3f}", file=sys.stderr, flush=True)
+    acc, n = right / len(problems), len(problems)
+    half = 1.96 * math.sqrt(acc * (1 - acc) / n)
+    print(f"| run | problems | accuracy | 95% interval | problems/min |\n|---|---|---|---|---|\n"
+          f"| {out_dir} | {n} | {acc:.3f} | [{max(0, acc - half):.3f}, {min(1, acc + half):.3f}] | "
+          f"{n / (time.perf_counter() - t0) * 60:.0f} |")
+    return acc
+
+
 if __name__ == '__main__':
     try:
         configure(globals(), verbose=False)
         device = pick_device(device)
-        if task not in ('wkv', 'generate'):
-            raise ConfigError(f"unknown task '{task}': use wkv or generate")
-        bench_wkv() if task == 'wkv' else bench_generate()
+        if task not in ('wkv', 'generate', 'accuracy'):
+            raise ConfigError(f"unknown task '{task}': use wkv, generate or accuracy")
+        {'wkv': bench_wkv, 'generate': bench_generate, 'accuracy': bench_accuracy}[task]()
     except ConfigError as e:
         print(f"bench.py: error: {e}", file=sys.stderr)
         sys.exit(1)

@@ -4,8 +4,12 @@ Sample from a trained model, printing tokens as they are generated:
     python sample.py --out_dir=out-shakespeare-char
     python sample.py --out_dir=out --start="Once upon a time" --num_samples=3 --temperature=0.8 --top_k=200
     python sample.py --out_dir=out --start=FILE:prompt.txt --temperature=0   # greedy
+    python sample.py --out_dir=out-sft --mode=reasoning --start="Mia has 5 apples. ... How many ...?"
+    python sample.py --out_dir=out-sft --mode=chat                           # multi-turn, 'exit' quits
 
-The tokenizer comes from the checkpoint, so it is always the one the model was trained with.
+Modes: generate (raw continuation), reasoning (one question in the chat format of chat.py: streams the thinking, then
+prints the final answer on its own line), chat (an interactive loop reading stdin, the history kept within the
+model's context). The tokenizer comes from the checkpoint, so it is always the one the model was trained with.
 """
 
 import os
@@ -13,6 +17,7 @@ import sys
 
 import torch
 
+import chat
 from configurator import ConfigError, configure, pick_device
 from tokenizer import tokenizer_from_state
 
@@ -28,6 +33,8 @@ top_p = 1.0             # nucleus sampling; 1.0 = off
 seed = 1337
 device = 'auto'
 stream = True           # print tokens as they are generated
+mode = 'generate'       # 'generate' | 'reasoning' | 'chat'
+system_prompt = chat.SYSTEM_PROMPT
 # -----------------------------------------------------------------------------
 
 
@@ -39,6 +46,8 @@ def fail(msg):
 try:
     configure(globals(), verbose=False)
     device = pick_device(device)
+    if mode not in ('generate', 'reasoning', 'chat'):
+        raise ConfigError(f"mode must be generate, reasoning or chat, not '{mode}'")
     if temperature < 0 or not 0 < top_p <= 1 or top_k < 0 or num_samples < 0 or max_new_tokens < 0:
         raise ConfigError(f"need temperature >= 0 (got {temperature}), 0 < top_p <= 1 (got {top_p}), top_k >= 0 "
                           f"(got {top_k}), and num_samples, max_new_tokens >= 0")
@@ -68,15 +77,18 @@ tok = tokenizer_from_state(checkpoint['tokenizer'])
 print(f"loaded {path} (iteration {checkpoint['iter_num']}, {model.get_num_params() / 1e6:.2f}M parameters)",
       file=sys.stderr)
 
-ids = tok.encode(start) or [tok.eot_id]
-x = torch.tensor([ids], dtype=torch.long, device=device)
 gen = torch.Generator(device=device).manual_seed(seed)
-for k in range(num_samples):
-    out, shown = list(ids), len(tok.decode(ids))  # print the prompt as typed, then what decodes after it
-    print(start, end='', flush=True)
-    for nxt in model.generate_stream(x, max_new_tokens, temperature, top_k or None, top_p, [tok.eot_id], gen,
+stops = [tok.eot_id] + ([tok.special['<|im_end|>']] if mode != 'generate' else [])
+
+
+def complete(ids, shown_text=''):
+    """Generate after ids, printing as it goes (after shown_text); returns the new text, without the stop token."""
+    out, shown = list(ids), len(tok.decode(ids))
+    print(shown_text, end='', flush=True)
+    x = torch.tensor([ids], dtype=torch.long, device=device)
+    for nxt in model.generate_stream(x, max_new_tokens, temperature, top_k or None, top_p, stops, gen,
                                      vocab_limit=tok.vocab_size):
-        if int(nxt[0]) == tok.eot_id:
+        if int(nxt[0]) in stops:
             break
         out.append(int(nxt[0]))
         if stream:
@@ -84,5 +96,36 @@ for k in range(num_samples):
             if not text.endswith('\ufffd'):  # wait for the rest of a multi-byte character
                 print(text[shown:], end='', flush=True)
                 shown = len(text)
-    print(tok.decode(out)[shown:])
-    print('---------------')
+    text = tok.decode(out)
+    print(text[shown:], flush=True)
+    return text[len(tok.decode(ids)):]
+
+
+def fit(ids):
+    """The last tokens of ids that leave room for max_new_tokens in a Llama's context (RWKV-7 has no limit)."""
+    room = model.config.block_size - max_new_tokens if checkpoint['model_type'] == 'llama' else len(ids)
+    return ids[-max(room, 1):]
+
+
+if mode == 'generate':
+    for k in range(num_samples):
+        complete(fit(tok.encode(start) or [tok.eot_id]), start)
+        print('---------------')
+elif mode == 'reasoning':
+    for k in range(num_samples):
+        reply = complete(fit(chat.prompt(tok, start, system_prompt)))
+        print(f"\nFinal answer: {chat.final_answer(reply)}")
+        print('---------------')
+else:
+    history = []
+    print("chat: type a message, 'exit' to quit", file=sys.stderr)
+    while True:
+        try:
+            question = input('> ').strip()
+        except EOFError:
+            break
+        if question == 'exit':
+            break
+        if question:
+            reply = complete(fit(chat.prompt(tok, question, system_prompt, history)))
+            history += [{'role': 'user', 'content': question}, {'role': 'assistant', 'content': reply}]

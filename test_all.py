@@ -624,3 +624,13 @@ def test_prepare_chat_and_sft_accumulation(tmp_path):
     a, b = (torch.load(tmp_path / d / 'ckpt.pt', weights_only=False)['model'] for d in 'ab')
     assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
     run('train.py', *common, '--out_dir=c', '--init_from=a', '--curriculum', cwd=tmp_path)  # fine-tune a run
+    p = run('sample.py', '--out_dir=c', '--mode=reasoning', '--start=What is 2 + 2?', '--max_new_tokens=8',
+            '--num_samples=1', '--device=cpu', cwd=tmp_path)
+    assert 'Final answer: ' in p.stdout
+    p = subprocess.run([sys.executable, os.path.join(ROOT, 'sample.py'), '--out_dir=c', '--mode=chat', '--device=cpu',
+                        '--max_new_tokens=4'], cwd=tmp_path, input='hello\nexit\n', capture_output=True, text=True,
+                       timeout=120)
+    assert p.returncode == 0 and p.stdout.startswith('> ')
+    p = run('bench.py', '--task=accuracy', '--out_dir=c', '--data=d/test.jsonl', '--limit=3', '--max_new_tokens=8',
+            '--device=cpu', cwd=tmp_path)
+    assert re.search(r'\| c \| 3 \| [01]\.\d{3} \| \[', p.stdout)
