@@ -98,28 +98,30 @@ def wkv_chunked(r, w, k, v, a, b, state=None, chunk_len=32):
     cum = w_.cumsum(dim=-2)                      # Lambda_t, inclusive prefix sum of the log decay
     excl = cum - w_                              # E_t, exclusive
     total = cum[..., -1:, :]                     # Lambda_L
+    r_dec, a_dec = r_ * cum.exp(), a_ * excl.exp()      # decayed to each step (inclusive / exclusive)
+    inv, to_end = (-cum).exp(), (total - cum).exp()     # e^-Lambda_s, and the decay from s to the chunk's end
     # the four masked L x L matrices from one product: [r e^Lambda; a e^E] [k e^-Lambda; b e^-Lambda]^T
-    A = torch.cat([r_ * cum.exp(), a_ * excl.exp()], dim=-2) @ torch.cat([k_, b_], dim=-2).mul((-cum).exp().repeat(
-        *([1] * (cum.dim() - 2)), 2, 1)).transpose(-1, -2)
+    A = torch.cat([r_dec, a_dec], dim=-2) @ torch.cat([k_ * inv, b_ * inv], dim=-2).transpose(-1, -2)
     incl = torch.ones(L, L, dtype=torch.bool, device=r.device).tril()
     A_rk, A_rb = A[..., :L, :L] * incl, A[..., :L, L:] * incl
     A_ak, A_ab = A[..., L:, :L] * incl.tril(-1), A[..., L:, L:] * incl.tril(-1)
     # WY form, all chunks at once: U = (I - A_ab)^-1 [a e^E S0^T + A_ak V] = W S0^T + U~
     eye = torch.eye(L, dtype=dtype, device=r.device)
-    W_U = torch.linalg.solve_triangular(eye - A_ab, torch.cat([a_ * excl.exp(), A_ak @ v_], dim=-1), upper=False,
+    W_U = torch.linalg.solve_triangular(eye - A_ab, torch.cat([a_dec, A_ak @ v_], dim=-1), upper=False,
                                         unitriangular=True)
     Wm, Ut = W_U[..., :N], W_U[..., N:]
-    b_end = b_ * (total - cum).exp()
-    VK = v_.transpose(-1, -2) @ (k_ * (total - cum).exp())   # each chunk's own v k^T contribution to its end state
+    b_end = b_ * to_end
+    VK = v_.transpose(-1, -2) @ (k_ * to_end)   # each chunk's own v k^T contribution to its end state
+    chunk_decay = total.exp()
     S = torch.zeros(B, H, N, N, dtype=dtype, device=r.device) if state is None else state.to(dtype)
     starts, us = [], []
     for c in range(nc):  # the only sequential part: two (L x N) @ (N x N) products per chunk
         starts.append(S)
         U = Wm[:, :, c] @ S.transpose(-1, -2) + Ut[:, :, c]
         us.append(U)
-        S = S * total[:, :, c].exp() + VK[:, :, c] + U.transpose(-1, -2) @ b_end[:, :, c]
+        S = S * chunk_decay[:, :, c] + VK[:, :, c] + U.transpose(-1, -2) @ b_end[:, :, c]
     S0, U = torch.stack(starts, dim=2), torch.stack(us, dim=2)
-    y = (r_ * cum.exp()) @ S0.transpose(-1, -2) + A_rk @ v_ + A_rb @ U
+    y = r_dec @ S0.transpose(-1, -2) + A_rk @ v_ + A_rb @ U
     y = y.permute(0, 2, 3, 1, 4).reshape(B, nc * L, H, N)[:, :T]
     return y.to(r.dtype), S
 

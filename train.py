@@ -232,6 +232,7 @@ for sp in data:
     if starts[sp].sum() == 0 and not sft:
         fail(f"the {sp} split of {data_dir} has no shard of at least block_size + 1 = {block_size + 1} tokens: "
              f"lower block_size or prepare more data")
+cum_starts = {sp: np.cumsum(starts[sp]) for sp in starts}  # window starts counted across shards
 sampler = torch.Generator().manual_seed(seed)  # the data order; its state is saved, so resume is exact
 
 
@@ -254,10 +255,10 @@ def get_batch(split, gen):
     """A random (X, Y) batch of shape (batch_size, block_size), int64; Y is X shifted by one token."""
     if sft:
         return get_sft_batch(split, gen)
-    cum = np.cumsum(starts[split])
+    cum = cum_starts[split]
     pick = torch.randint(int(cum[-1]), (batch_size,), generator=gen).numpy()
     shard_of = np.searchsorted(cum, pick, side='right')
-    offsets = pick - np.concatenate([[0], cum[:-1]])[shard_of]
+    offsets = pick - (cum - starts[split])[shard_of]
     rows = np.stack([data[split][s][o:o + block_size + 1] for s, o in zip(shard_of, offsets)]).astype(np.int64)
     x, y = torch.from_numpy(rows[:, :-1]), torch.from_numpy(rows[:, 1:])
     if device_type == 'cuda':
