@@ -8,10 +8,15 @@ solution of one line per step with `<<expr=result>>` calculator annotations; `##
 Splits are disjoint by construction: a problem belongs to the split that a hash of its question text picks (5% test,
 5% val, 90% train), so no test question text can appear in train. Default difficulty: 2-4 steps mixing +, -,
 x (one factor <= 12) and exact / (divisor <= 12), numbers in the question up to 100, intermediate results up to 1000.
+
+`scratch=True` writes each computation out digit by digit before its solution line, the way it is done on paper
+(columns from the right for +, - and x, long division from the left), e.g. `405+75: 5+5=10, 0+7+1=8, 4+0+0=4.`:
+more tokens, but each one is a one-digit fact a small model can learn, where 405 + 75 = 480 in one go is not.
 """
 
 import hashlib
 import random
+import re
 
 NAMES = [('Mia', 'she', 'her'), ('Liam', 'he', 'his'), ('Ava', 'she', 'her'), ('Noah', 'he', 'his'),
          ('Zoe', 'she', 'her'), ('Omar', 'he', 'his'), ('Priya', 'she', 'her'), ('Kenji', 'he', 'his'),
@@ -32,7 +37,37 @@ def split_of(question):
     return next(s for s, r in SPLITS.items() if h in r)
 
 
-def make_problem(rng, n_steps, max_start=100, max_value=1000, ops=OPS):
+def columns(a, op, b):
+    """The paper-and-pencil working of `a op b` (non-negative ints; for x and / b <= 12) as one line of text."""
+    if op == '/':  # long division from the left: (remainder, next digit) / b = quotient digit, remainder
+        steps, r = [], 0
+        for d in str(a):
+            cur = r * 10 + int(d)
+            q, r = divmod(cur, b)
+            steps.append(f"{cur}/{b}={q}" + (f" r{r}" if r else ''))
+        return f"{a}/{b}: {', '.join(steps)}."
+    da, steps, carry = str(a)[::-1], [], 0
+    if op == '*':  # columns from the right, each digit times b plus the carry
+        for d in da:
+            v = int(d) * b + carry
+            steps.append(f"{d}*{b}" + (f"+{carry}" if carry else '') + f"={v}")
+            carry = v // 10
+        return f"{a}*{b}: {', '.join(steps)}."
+    db = str(b)[::-1]
+    for i in range(max(len(da), len(db))):  # + and - column by column from the right, with the carry or the borrow
+        d, e = da[i] if i < len(da) else '0', db[i] if i < len(db) else '0'
+        if op == '+':
+            v = int(d) + int(e) + carry
+            steps.append(f"{d}+{e}" + ('+1' if carry else '') + f"={v}")
+            carry = v // 10
+        else:
+            v = int(d) - int(e) - carry
+            steps.append(('1' if v < 0 else '') + f"{d}-{e}" + ('-1' if carry else '') + f"={v % 10}")
+            carry = int(v < 0)
+    return f"{a}{op}{b}: {', '.join(steps)}."
+
+
+def make_problem(rng, n_steps, max_start=100, max_value=1000, ops=OPS, scratch=False):
     """One problem of n_steps operations on a running total: {'question', 'answer', 'steps'}."""
     name, he, his = rng.choice(NAMES)
     item = rng.choice(ITEMS)
@@ -80,11 +115,14 @@ def make_problem(rng, n_steps, max_start=100, max_value=1000, ops=OPS):
                                     f"{his} share."]))
             lines.append(f"One of {k} equal parts is {total} / {k} = <<{total}/{k}={total // k}>>{total // k}.")
             total //= k
+    if scratch:  # the column working of each step on the line before it
+        lines = [f"{columns(int(a), op, int(b))}\n{line}" for line in lines
+                 for a, op, b in [re.search(r'<<(\d+)([-+*/])(\d+)=', line).groups()]]
     text.append(rng.choice([f"How many {item} does {name} have now?", f"How many {item} does {name} have at the end?"]))
     return {'question': ' '.join(text), 'answer': '\n'.join(lines) + f"\n#### {total}", 'steps': n_steps}
 
 
-def generate(split, n, seed=0, min_steps=2, max_steps=4, max_start=100, max_value=1000, ops=OPS):
+def generate(split, n, seed=0, min_steps=2, max_steps=4, max_start=100, max_value=1000, ops=OPS, scratch=False):
     """n distinct problems of `split` ('train' | 'val' | 'test'), the same for the same arguments."""
     if split not in SPLITS:
         raise ValueError(f"split must be one of {list(SPLITS)}, not '{split}'")
@@ -94,7 +132,7 @@ def generate(split, n, seed=0, min_steps=2, max_steps=4, max_start=100, max_valu
         tries += 1
         if tries > 1000 * n + 10000:
             raise ValueError(f"could not find {n} distinct {split} problems with these settings: widen them")
-        p = make_problem(rng, rng.randint(min_steps, max_steps), max_start, max_value, ops)
+        p = make_problem(rng, rng.randint(min_steps, max_steps), max_start, max_value, ops, scratch)
         if p['question'] not in seen and split_of(p['question']) == split:
             seen.add(p['question'])
             out.append(p)

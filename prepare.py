@@ -2,6 +2,7 @@
 Prepare a dataset for training: read text -> tokenize -> write uint16/uint32 token shards (llm.c format, see
 shards.py) and meta.json into data_dir.
 
+    python prepare.py                                                 # the default: gsm_synth (generated) with sp:512
     python prepare.py --dataset=shakespeare --tokenizer=byte          # downloads Tiny Shakespeare
     python prepare.py --dataset=shakespeare --source=path/input.txt   # the same from a local copy
     python prepare.py --dataset=tinystories --tokenizer=sp:4096       # HF roneneldan/TinyStories, own SentencePiece
@@ -28,6 +29,7 @@ import glob
 import json
 import multiprocessing as mp
 import os
+import re
 import shutil
 import sys
 import urllib.request
@@ -40,12 +42,13 @@ import chat
 from chat import read_records, render, to_messages
 from configurator import ConfigError, configure
 from shards import DataError, dtype_for_vocab, read_shard, write_shard
-from tokenizer import get_tokenizer, tokenizer_from_state, train_sentencepiece
+from tokenizer import SPECIAL_TOKENS, get_tokenizer, tokenizer_from_state, train_sentencepiece
 
 # -----------------------------------------------------------------------------
-dataset = 'shakespeare'   # recipe name, Hugging Face dataset id, or a local file / folder
+dataset = 'gsm_synth'     # recipe name, Hugging Face dataset id, or a local file / folder
 source = ''               # local file/folder to use for a recipe instead of downloading it
-tokenizer = 'gpt2'        # gpt2 | byte | sp:N | path/to/tokenizer.model
+tokenizer = ''            # gpt2 | byte | sp:N | path/to/tokenizer.model | rwkv:<vocab.txt>; '' = the recipe's own
+                          # (gsm_synth: sp:512, shakespeare: byte), else gpt2
 data_dir = ''             # output folder; '' = data/<dataset>_<tokenizer>
 text_field = 'text'       # field holding the text in json/jsonl/parquet/HF records
 split = 'train'           # split of a Hugging Face dataset to read
@@ -60,12 +63,14 @@ system_prompt = chat.SYSTEM_PROMPT
 keep_calc = False         # keep GSM8K's <<48/2=24>> calculator annotations in the reasoning
 skip_bad = False          # skip (and count) malformed records instead of stopping at the first
 show_mask = False         # print one rendered example with the supervised span marked
-synth_train = 20000       # gsm_synth: problems per split, and the generator's knobs
+no_reasoning = False      # drop the <think> block from the replies: answers only (an ablation of the reasoning)
+synth_train = 100000      # gsm_synth: problems per split, and the generator's knobs
 synth_val = 500
 synth_test = 500
 synth_seed = 0
 synth_min_steps = 2
 synth_max_steps = 4
+synth_scratch = False     # gsm_synth: write each computation out digit by digit (gsm_synth.columns) in the reasoning
 # -----------------------------------------------------------------------------
 
 RECIPES = {  # name -> (where it comes from, text field, the source's val split)
@@ -76,6 +81,7 @@ RECIPES = {  # name -> (where it comes from, text field, the source's val split)
     'gsm_synth': ('', 'question', ''),              # chat format, generated (gsm_synth.py), no download
 }
 CHAT_RECIPES = ('gsm8k', 'gsm_synth')
+DEFAULT_TOKENIZER = {'gsm_synth': 'sp:512', 'shakespeare': 'byte'}  # small vocabularies for small data; else gpt2
 EXTENSIONS = ('.txt', '.json', '.jsonl', '.parquet')
 
 
@@ -205,7 +211,8 @@ def chat_records():
     """Yield (split, where, record) of a supervised source; split is 'train', 'val' or 'test'."""
     if dataset == 'gsm_synth':
         for sp, n in (('train', synth_train), ('val', synth_val), ('test', synth_test)):
-            for i, p in enumerate(gsm_synth.generate(sp, n, synth_seed, synth_min_steps, synth_max_steps)):
+            for i, p in enumerate(gsm_synth.generate(sp, n, synth_seed, synth_min_steps, synth_max_steps,
+                                                             scratch=synth_scratch)):
                 yield sp, f"gsm_synth {sp} {i}", p
         return
     if dataset == 'gsm8k' and not source:
@@ -231,6 +238,27 @@ def chat_records():
             yield sp, w, rec
 
 
+def messages(rec):
+    """A record as a conversation (chat.to_messages), without the thinking blocks when no_reasoning is set."""
+    msgs = to_messages(rec, keep_calc)
+    if no_reasoning:
+        msgs = [dict(m, content=re.sub(r'<think>.*?</think>\n*', '', m['content'], flags=re.S)) for m in msgs]
+    return msgs
+
+
+def chat_texts():
+    """The training conversations as the tokenizer will see them (system prompt, turns, thinking block and final
+    answer, without the special tokens), so a trained SentencePiece model spends few pieces on the fixed frame."""
+    for sp, _, rec in chat_records():
+        try:
+            msgs = messages(rec)
+        except (ValueError, KeyError, TypeError):
+            continue  # write_chat reports bad records
+        if sp == 'train':
+            text = '\n'.join([system_prompt or ''] + [m['content'] for m in msgs])
+            yield re.sub('|'.join(re.escape(t) for t in SPECIAL_TOKENS), '', text)
+
+
 def write_chat(tok, args, meta_path):
     """Render every conversation to (ids, mask) and write token shards, parallel mask shards (mask_*.bin, same
     format) and example indexes (idx_*.npy: start, length, difficulty per example; examples never span shards).
@@ -249,7 +277,7 @@ def write_chat(tok, args, meta_path):
 
     for sp, where, rec in tqdm(chat_records(), desc=f"rendering ({tokenizer})", unit=' examples'):
         try:
-            msgs = to_messages(rec, keep_calc)
+            msgs = messages(rec)
         except (ValueError, KeyError, TypeError) as e:
             if not skip_bad:
                 raise DataError(f"{where}: {e} (--skip_bad=True skips such records)") from None
@@ -293,8 +321,9 @@ def write_chat(tok, args, meta_path):
 
 
 def main():
-    global data_dir, text_field, val_split, format
+    global data_dir, text_field, val_split, format, tokenizer
     format = 'chat' if dataset in CHAT_RECIPES else format
+    tokenizer = tokenizer or DEFAULT_TOKENIZER.get(dataset, 'gpt2')
     if format not in ('text', 'chat'):
         raise ConfigError(f"format must be 'text' or 'chat', not '{format}'")
     if dataset in RECIPES:
@@ -311,10 +340,10 @@ def main():
     tag = tokenizer.replace(':', '').replace('/', '_') if not tokenizer.endswith('.model') \
         else os.path.splitext(os.path.basename(tokenizer))[0]
     data_dir = data_dir or os.path.join('data', f"{os.path.basename(dataset.rstrip('/')).split('.')[0]}_{tag}")
-    args = {k: config[k] for k in ('dataset', 'source', 'tokenizer', 'text_field', 'split', 'val_split',
+    args = {k: globals()[k] for k in ('dataset', 'source', 'tokenizer', 'text_field', 'split', 'val_split',
                                    'val_fraction', 'shard_size', 'sp_train_chars', 'format', 'system_prompt',
-                                   'keep_calc', 'skip_bad', 'synth_train', 'synth_val', 'synth_test', 'synth_seed',
-                                   'synth_min_steps', 'synth_max_steps')}
+                                   'keep_calc', 'no_reasoning', 'skip_bad', 'synth_train', 'synth_val', 'synth_test', 'synth_seed',
+                                   'synth_min_steps', 'synth_max_steps', 'synth_scratch')}
     meta_path = os.path.join(data_dir, 'meta.json')
     if os.path.exists(meta_path):
         meta = json.load(open(meta_path))
@@ -344,8 +373,7 @@ def main():
 
         def sample():
             total = 0
-            texts = (d for _, d in documents('train')) if format == 'text' else \
-                (' '.join(str(v) for v in rec.values() if isinstance(v, str)) for sp, _, rec in chat_records())
+            texts = (d for _, d in documents('train')) if format == 'text' else chat_texts()
             for d in texts:
                 yield d
                 total += len(d)

@@ -5,6 +5,7 @@ GPT-2 files are neither cached nor downloadable.
 """
 
 import json
+import random
 import re
 import os
 import signal
@@ -586,6 +587,26 @@ def test_gsm_synth_determinism_splits_and_arithmetic():
         reasoning, answer = chat.gsm8k_parts(p['answer'])
         assert answer == str(values[-1]) and '<<' not in reasoning
         assert all(int(n) <= 100 for n in re.findall(r'\d+', p['question']))
+
+
+def test_gsm_synth_scratch_columns_give_the_result():
+    """The digit-by-digit working holds the result: for + - x the last column's value followed by the other columns'
+    last digits right to left (leading zeros dropped), for / the quotient digits left to right."""
+    def result(line, op):
+        vals = [re.search(r'=(\d+)', st).group(1) for st in line.split(': ', 1)[1].rstrip('.').split(', ')]
+        return int(''.join(vals) if op == '/' else vals[-1] + ''.join(v[-1] for v in vals[-2::-1]))
+    rng = random.Random(0)
+    for _ in range(3000):
+        a, k = rng.randint(0, 999), rng.randint(2, 12)
+        b = rng.randint(0, a)
+        for x, op, y, want in ((a, '+', b, a + b), (b, '+', a, a + b), (a, '-', b, a - b), (a, '*', k, a * k),
+                               (a * k, '/', k, a)):
+            assert result(gsm_synth.columns(x, op, y), op) == want
+    assert gsm_synth.columns(105, '-', 98) == '105-98: 15-8=7, 10-9-1=0, 1-0-1=0.'
+    plain, scratch = gsm_synth.generate('val', 50, seed=1), gsm_synth.generate('val', 50, seed=1, scratch=True)
+    assert [p['question'] for p in plain] == [p['question'] for p in scratch]
+    for p, q in zip(plain, scratch):  # the same solution lines, each preceded by its working
+        assert q['answer'].split('\n')[1::2] == p['answer'].split('\n')[:-1] and p['answer'][-8:] == q['answer'][-8:]
 
 
 def test_pack_examples_never_splits():

@@ -1,7 +1,8 @@
-# RWKV-7 "Goose", 18 layers x 768 wide, head size 64, on TinyStories with the GPT-2 tokenizer.
-# python prepare.py --dataset=tinystories --tokenizer=gpt2 && python train.py config/small_rwkv.py
+# RWKV-7 "Goose", 18 layers x 768 wide, head size 64, on gsm_synth (the embedded reasoning set; loss on the replies only).
+# python prepare.py && python train.py config/small_rwkv.py
 out_dir = 'out-small-rwkv'
-data_dir = 'data/tinystories_gpt2'
+data_dir = 'data/gsm_synth_sp512'
+# or pretrain on text: --data_dir=data/tinystories_gpt2 (python prepare.py --dataset=tinystories --tokenizer=gpt2)
 model_type = 'rwkv7'
 n_layer = 18
 n_embd = 768

@@ -1,0 +1,27 @@
+# A small RWKV-7 trained from scratch on gsm_synth (generated GSM8K-style problems) on a laptop CPU: the RWKV
+# counterpart of reasoning_llama.py, with O(1)-per-token generation.
+# python prepare.py && python train.py config/reasoning_rwkv.py
+# python bench.py --task=accuracy --out_dir=out-reasoning-rwkv --data=data/gsm_synth_sp512/test.jsonl --limit=500
+out_dir = 'out-reasoning-rwkv'
+data_dir = 'data/gsm_synth_sp512'
+model_type = 'rwkv7'
+eval_interval = 250
+eval_iters = 10
+log_interval = 50
+always_save_checkpoint = True
+
+batch_size = 8
+block_size = 384
+n_layer = 4
+n_embd = 192
+head_size = 32            # 6 WKV heads
+dropout = 0.0
+
+learning_rate = 3e-3      # att.w0 trains at twice this, as the official trainer does
+max_iters = 1500
+lr_decay_iters = 1500
+min_lr = 3e-4
+warmup_iters = 100
+weight_decay = 0.1
+beta2 = 0.99
+device = 'cpu'
