@@ -3,18 +3,34 @@ Train a model on prepared token shards (see prepare.py). One loop, nanoGPT order
 
     python train.py config/shakespeare_char.py
     python train.py config/shakespeare_char.py --max_iters=4000 --init_from=resume
+    python train.py config/shakespeare_char.py --init_from=out-shakespeare-char --out_dir=out-lora --lora_r=8
+    torchrun --standalone --nproc_per_node=4 train.py config/micro.py      # DDP: 4 GPUs (or 4 CPU processes, gloo)
 
 Config is the globals below; a config file and --key=value override them (configurator.py). The effective config is
 printed, saved as out_dir/config.json and inside every checkpoint. out_dir/ckpt.pt is the state to resume from (written
 atomically at each eval -- with always_save_checkpoint=False only when val improved --, at the end, and on Ctrl-C /
-SIGTERM); out_dir/best.pt the model with the best val loss so far. Every log line is also appended to out_dir/log.jsonl. A resumed run continues exactly where it stopped.
+SIGTERM; with keep_last=k also as ckpt_<iter>.pt, the k newest kept); out_dir/best.pt the model with the best val
+loss so far. Every log line is also appended to out_dir/log.jsonl. A resumed run continues exactly where it stopped,
+also after a SIGKILL (from the last checkpoint; a kill while writing one leaves the previous one intact).
+
+Under torchrun (DDP) every process draws the same global batch of gradient_accumulation_steps micro-batches and
+trains on its own consecutive share of them, so the run sees the same data as one process would; rank 0 alone logs
+and writes files. A non-finite loss skips the step (max_bad_steps in a row stop the run); a full disk while saving
+keeps the previous checkpoint; CUDA out of memory lists the keys that lower memory.
+
+A LoRA run (lora_r > 0; qlora=True puts the frozen base in 4-bit NF4) trains adapters on a frozen base (init_from:
+another run's out_dir, 'rwkv:<pth>' or a seeded scratch model). Its ckpt.pt holds the adapters, the optimizer and a
+reference to the base (path and weight fingerprint, checked on resume); best.pt the merged model, which loads like any
+other; adapter.safetensors the best adapters alone (lora.load_adapter).
 """
 
 import dataclasses
+import errno
 import json
 import math
 import os
 import random
+import re
 import signal
 import sys
 import time
@@ -35,8 +51,20 @@ log_interval = 10
 eval_iters = 20             # batches per split in each loss estimate
 eval_only = False           # evaluate once and exit
 always_save_checkpoint = True  # write ckpt.pt at every eval (else only when val improves, and at the end)
+keep_last = 0               # also keep the k newest checkpoints as ckpt_<iter>.pt (hard links: no extra space); 0 = off
+max_bad_steps = 10          # stop after this many steps in a row with a non-finite loss (each one is skipped)
 init_from = 'scratch'       # 'scratch' | 'resume' (from out_dir/ckpt.pt) | 'rwkv:<official RWKV-7 .pth>' |
                             # another run's out_dir (its weights, a fresh optimizer: pretrain, then fine-tune)
+# LoRA / QLoRA fine-tuning (lora.py, qlora.py): the base model (init_from) frozen, only the adapters train
+lora_r = 0                  # adapter rank; 0 = off (every weight trains)
+lora_alpha = 16.0           # the update is scaled by lora_alpha / lora_r
+lora_dropout = 0.0          # dropout on the adapters' input
+lora_targets = ''           # comma-separated module-name patterns ('q_proj,v_proj', 'blocks.*.att.key');
+                            # '' = every attention and MLP projection of the model type (lora.DEFAULT_TARGETS)
+rslora = False              # scale by lora_alpha / sqrt(lora_r) (rank-stabilized LoRA)
+qlora = False               # the frozen base linears in 4-bit NF4 (bitsandbytes); needs lora_r > 0
+merge_lora_on_save = True   # LoRA runs: best.pt holds the merged full model (sample.py loads it as it is);
+                            # out_dir/adapter.safetensors (the best adapters) and the small ckpt.pt are always written
 wandb_log = False
 wandb_project = 'tiny-reasoner'
 wandb_run_name = 'run'
@@ -64,7 +92,8 @@ head_size = 64              # rwkv7: N, the WKV head size (n_head = n_embd / hea
 dim_ffn = 0                 # rwkv7: channel-mix width, 0 = 4 * n_embd
 wkv_impl = 'chunked'        # rwkv7: 'chunked' (matmuls per chunk) | 'naive' (per-step loop, the reference)
 chunk_len = 32              # rwkv7: chunk length of the chunked WKV
-# optimizer (AdamW)
+# optimizer
+optim = 'adamw'             # 'adamw' (torch) | 'adamw8bit' | 'paged_adamw8bit' (bitsandbytes 8-bit moments)
 learning_rate = 6e-4        # peak
 max_iters = 5000
 weight_decay = 0.1
@@ -87,17 +116,51 @@ seed = 1337
 
 
 sys.stdout.reconfigure(line_buffering=True)  # log lines show up at once, also when piped to a file
+if os.environ.get('RANK', '0') != '0':
+    sys.stdout = open(os.devnull, 'w')  # under torchrun one copy of the log (rank 0's); errors come from every rank
 
 
 def fail(msg):
-    print(f"train.py: error: {msg}", file=sys.stderr)
+    """Print a user error (no traceback) and exit with status 1; under DDP from every rank that meets it."""
+    rank = os.environ.get('RANK', '0')
+    print(f"train.py{f' (rank {rank})' if rank != '0' else ''}: error: {msg}", file=sys.stderr)
+    if torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
     sys.exit(1)
 
 
+def on_uncaught(kind, e, tb):
+    """Out of GPU memory is a config problem, not a bug: say which keys lower memory instead of a traceback."""
+    if not issubclass(kind, torch.OutOfMemoryError):
+        return sys.__excepthook__(kind, e, tb)
+    print(f"train.py: error: out of memory on {device} ({str(e).splitlines()[0]}). Lower the memory a step needs "
+          f"with: --batch_size (now {batch_size}; halve it and double --gradient_accumulation_steps, now "
+          f"{gradient_accumulation_steps}, to keep the tokens per step), --block_size (now {block_size}), "
+          f"--grad_checkpoint=True (now {grad_checkpoint}), --dtype=bfloat16 (now {dtype}), or fine-tune adapters "
+          f"only: --lora_r=16 (now {lora_r}) with --qlora=True (now {qlora}) and --optim=adamw8bit", file=sys.stderr)
+
+
+sys.excepthook = on_uncaught
 try:
     config = configure(globals())
+    _save_pause = float(os.environ.get('TRAIN_SAVE_PAUSE', 0))  # test hooks (test_train.py): seconds to wait inside
+    _nan_iters = {int(i) for i in os.environ.get('TRAIN_NAN_ITERS', '').split(',') if i}  # a checkpoint write; NaNs
+    ddp = 'RANK' in os.environ  # launched by torchrun: one process per GPU (or per share of the CPU cores)
+    ddp_rank, ddp_local_rank, ddp_world_size = (int(os.environ[k]) for k in ('RANK', 'LOCAL_RANK', 'WORLD_SIZE')) \
+        if ddp else (0, 0, 1)
+    master_process = ddp_rank == 0
     device = pick_device(device)
     device_type = device.split(':')[0]
+    if ddp and gradient_accumulation_steps % ddp_world_size:
+        raise ConfigError(f"gradient_accumulation_steps ({gradient_accumulation_steps}) must be a multiple of the "
+                          f"number of processes ({ddp_world_size}): each runs an equal share of the micro-batches")
+    if ddp and device_type == 'mps':
+        raise ConfigError("DDP runs on CUDA GPUs (NCCL) or on the CPU (gloo), not on MPS: use --device=cpu")
+    if ddp and device_type == 'cuda':  # one GPU per process, whatever cuda:N was asked for
+        if ddp_local_rank >= torch.cuda.device_count():
+            raise ConfigError(f"local rank {ddp_local_rank} has no GPU: this node has {torch.cuda.device_count()}; "
+                              f"use --nproc_per_node={torch.cuda.device_count()} at most")
+        device = f'cuda:{ddp_local_rank}'
     if dtype == 'auto':  # bf16 where the GPU has it natively (Ampere and later), fp16 + GradScaler before
         dtype = ('bfloat16' if torch.cuda.is_bf16_supported(including_emulation=False) else 'float16') \
             if device_type == 'cuda' else 'float32'
@@ -112,8 +175,18 @@ try:
         raise ConfigError(f"model_type must be 'llama' or 'rwkv7', not '{model_type}'")
     if init_from.startswith('rwkv:') and model_type != 'rwkv7':
         raise ConfigError(f"init_from='{init_from}' loads an RWKV-7 checkpoint: set --model_type=rwkv7")
+    if lora_r < 0 or not 0 <= lora_dropout < 1:
+        raise ConfigError(f"need lora_r >= 0 (0 = off; got {lora_r}) and 0 <= lora_dropout < 1 (got {lora_dropout})")
+    if qlora and not lora_r:
+        raise ConfigError("qlora=True quantizes the frozen base under LoRA adapters: set lora_r (e.g. --lora_r=16)")
+    if optim not in ('adamw', 'adamw8bit', 'paged_adamw8bit'):
+        raise ConfigError(f"optim must be 'adamw', 'adamw8bit' or 'paged_adamw8bit', not '{optim}'")
+    if keep_last < 0:
+        raise ConfigError(f"keep_last must be 0 (off) or more, got {keep_last}")
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        raise ConfigError(f"out_dir '{out_dir}' is a file, not a folder: choose another --out_dir")
     for k in ('batch_size', 'block_size', 'gradient_accumulation_steps', 'eval_interval', 'eval_iters',
-              'log_interval'):
+              'log_interval', 'max_bad_steps'):
         if globals()[k] < 1:
             raise ConfigError(f"{k} must be at least 1, got {globals()[k]}")
     if decay_lr and not warmup_iters <= lr_decay_iters:
@@ -128,8 +201,12 @@ try:
 except (ConfigError, DataError, FileNotFoundError, ValueError) as e:  # ValueError: an unusable tokenizer spec
     fail(str(e))
 
-os.makedirs(out_dir, exist_ok=True)
-torch.manual_seed(seed)
+if ddp:
+    if device_type == 'cuda':
+        torch.cuda.set_device(device)
+    torch.distributed.init_process_group(backend='nccl' if device_type == 'cuda' else 'gloo')
+micro_steps = gradient_accumulation_steps // ddp_world_size  # this process's share of each step's micro-batches
+torch.manual_seed(seed)  # the same on every rank: they build the same model
 random.seed(seed)
 np.random.seed(seed)
 if device_type == 'cuda':
@@ -139,7 +216,7 @@ ptdtype = {'float32': torch.float32, 'bfloat16': torch.bfloat16, 'float16': torc
 ctx = nullcontext() if dtype == 'float32' else torch.autocast(device_type=device_type, dtype=ptdtype)
 tokens_per_iter = gradient_accumulation_steps * batch_size * block_size
 print(f"tokens per iteration: {tokens_per_iter:,} ({gradient_accumulation_steps} x {batch_size} x {block_size}), "
-      f"device {device}, dtype {dtype}")
+      f"device {device}, dtype {dtype}" + (f", {ddp_world_size} processes" if ddp else ''))
 
 # ---------------------------------------------------------------------------- model
 from model_llama import PRESETS, Llama, LlamaConfig  # noqa: E402
@@ -147,39 +224,73 @@ from model_rwkv7 import RWKV7, RWKV7Config  # noqa: E402
 
 MODELS = {'llama': (Llama, LlamaConfig), 'rwkv7': (RWKV7, RWKV7Config)}
 
-checkpoint = None
+
+
+def load_checkpoint(path):
+    """A checkpoint written by train.py, as a dict; exits with a clear error for a damaged or foreign file."""
+    try:
+        ckpt = torch.load(path, map_location='cpu', weights_only=False)
+    except Exception as e:  # a truncated zip, a foreign pickle, ...: anything torch.load cannot read
+        fail(f"cannot read {path} ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}): it is damaged or "
+             f"not a train.py checkpoint; with keep_last, an older ckpt_<iter>.pt copied over it resumes from there")
+    if not isinstance(ckpt, dict) or not {'model', 'model_args', 'tokenizer', 'iter_num'} <= ckpt.keys():
+        fail(f"{path} is not a train.py checkpoint (no model, model_args, tokenizer and iter_num)")
+    return ckpt
+
+
+checkpoint = None   # the run to resume
+lora_run = None     # a resumed LoRA run's adapter settings and base reference
+base = None         # the weights to start from: another run's checkpoint
 if init_from == 'resume':
     ckpt_path = os.path.join(out_dir, 'ckpt.pt')
     if not os.path.isfile(ckpt_path):
         fail(f"init_from='resume' but {ckpt_path} does not exist: train from scratch first or fix --out_dir")
-    checkpoint = torch.load(ckpt_path, map_location='cpu', weights_only=False)
+    checkpoint = load_checkpoint(ckpt_path)
     if checkpoint.get('model_type') != model_type:
         fail(f"{ckpt_path} holds a '{checkpoint.get('model_type')}' model, not '{model_type}': set --model_type")
     model_args = checkpoint['model_args']
     if checkpoint['tokenizer']['spec'] != tok.spec or checkpoint['tokenizer']['blob'] != tok.blob:
         fail(f"{ckpt_path} was trained with tokenizer '{checkpoint['tokenizer']['spec']}', but {data_dir} holds data "
              f"tokenized with '{tok.spec}': resume on the run's own data_dir")
-    print("resuming: the model's shape comes from the checkpoint; shape keys given now are ignored")
-elif init_from not in ('scratch', 'resume') and not init_from.startswith('rwkv:'):  # another run's out_dir
-    name = 'best.pt' if os.path.isfile(os.path.join(init_from, 'best.pt')) else 'ckpt.pt'
-    if not os.path.isfile(os.path.join(init_from, name)):
-        fail(f"init_from='{init_from}' has no best.pt or ckpt.pt: train that run first")
-    checkpoint = torch.load(os.path.join(init_from, name), map_location='cpu', weights_only=False)
-    if checkpoint.get('model_type') != model_type or checkpoint['tokenizer']['spec'] != tok.spec \
-            or checkpoint['tokenizer']['blob'] != tok.blob:
-        fail(f"{init_from}/{name} is a '{checkpoint.get('model_type')}' model with tokenizer "
-             f"'{checkpoint['tokenizer']['spec']}'; this run has model_type '{model_type}' and data tokenized with "
+    if checkpoint['config'].get('optim', 'adamw') != optim:
+        fail(f"{ckpt_path} was trained with optim='{checkpoint['config'].get('optim', 'adamw')}': resume with it")
+    lora_run = checkpoint.get('lora')
+    if lora_run is None and lora_r:
+        fail(f"{ckpt_path} is a full-training checkpoint: to LoRA-fine-tune it, start a new run with "
+             f"--init_from={out_dir} and another --out_dir")
+    print("resuming: the model's shape comes from the checkpoint; shape keys given now are ignored"
+          + ("; so do the LoRA settings and the base model" if lora_run else ''))
+base_from = lora_run['base']['init_from'] if lora_run else init_from
+if base_from not in ('scratch', 'resume') and not base_from.startswith('rwkv:'):  # another run's out_dir
+    name = lora_run['base']['file'] if lora_run else \
+        'best.pt' if os.path.isfile(os.path.join(base_from, 'best.pt')) else 'ckpt.pt'
+    if not os.path.isfile(os.path.join(base_from, name)):
+        fail(f"init_from='{base_from}' has no {'best.pt or ckpt.pt' if not lora_run else name}: train that run first"
+             + (" (it is the base model of this LoRA run)" if lora_run else ''))
+    base = load_checkpoint(os.path.join(base_from, name))
+    if base.get('model_type') != model_type or base['tokenizer']['spec'] != tok.spec \
+            or base['tokenizer']['blob'] != tok.blob:
+        fail(f"{base_from}/{name} is a '{base.get('model_type')}' model with tokenizer "
+             f"'{base['tokenizer']['spec']}'; this run has model_type '{model_type}' and data tokenized with "
              f"'{tok.spec}': they must match")
-    model_args = checkpoint['model_args']
-    print(f"initialising from {init_from}/{name} (iteration {checkpoint['iter_num']}); a fresh optimizer")
-elif init_from.startswith('rwkv:'):
+    if 'lora' in base:
+        fail(f"{base_from}/{name} holds only LoRA adapters: start from a LoRA run's merged best.pt (written with "
+             f"merge_lora_on_save=True)")
+    if not lora_run:
+        model_args = base['model_args']
+    print(f"initialising from {base_from}/{name} (iteration {base['iter_num']})"
+          + ("; a fresh optimizer" if init_from != 'resume' else ''))
+elif base_from.startswith('rwkv:'):
     try:
-        pretrained = RWKV7.from_pretrained(init_from[5:], block_size=block_size, dropout=dropout, wkv_impl=wkv_impl,
+        pretrained = RWKV7.from_pretrained(base_from[5:], block_size=block_size, dropout=dropout, wkv_impl=wkv_impl,
                                            chunk_len=chunk_len)
     except (OSError, ValueError, RuntimeError) as e:
-        fail(f"cannot load {init_from[5:]}: {e}")
-    model_args = dataclasses.asdict(pretrained.config)
-    print(f"loaded {init_from[5:]}")
+        fail(f"cannot load {base_from[5:]}: {e}")
+    if not lora_run:
+        model_args = dataclasses.asdict(pretrained.config)
+    print(f"loaded {base_from[5:]}")
+elif init_from == 'resume':
+    pass
 elif model_type == 'rwkv7':
     model_args = dict(block_size=block_size, vocab_size=vocab_size or 64 * math.ceil(meta['vocab_size'] / 64),
                       n_layer=n_layer, n_embd=n_embd, head_size=head_size, dim_ffn=dim_ffn, dropout=dropout)
@@ -196,21 +307,59 @@ if model_args['vocab_size'] < meta['vocab_size']:
     fail(f"vocab_size {model_args['vocab_size']} is smaller than the tokenizer's {meta['vocab_size']} ({data_dir}): "
          f"leave vocab_size=0 to size it from the data")
 if block_size > model_args['block_size']:
-    fail(f"block_size {block_size} is longer than the model's {model_args['block_size']}")
+    fail(f"block_size {block_size} is longer than the model's context of {model_args['block_size']} tokens: set "
+         f"--block_size={model_args['block_size']} or less")
 if model_type == 'rwkv7':  # the WKV implementation is a run-time choice, also on resume
     model_args.update(wkv_impl=wkv_impl, chunk_len=chunk_len)
 try:
-    model = pretrained if init_from.startswith('rwkv:') else MODELS[model_type][0](MODELS[model_type][1](**model_args))
+    model = pretrained if base_from.startswith('rwkv:') else MODELS[model_type][0](MODELS[model_type][1](**model_args))
 except (ValueError, ZeroDivisionError) as e:
     fail(f"bad model shape: {e}")
 model_args = dataclasses.asdict(model.config)  # with derived values (intermediate_size, LoRA ranks) filled in
-if checkpoint is not None:
+if base is not None:
+    model.load_state_dict(base['model'])
+elif checkpoint is not None and lora_run is None:
     model.load_state_dict(checkpoint['model'])
-    if init_from != 'resume':
-        checkpoint = None  # weights only: the rest starts fresh
-model.grad_checkpoint = grad_checkpoint
-model.to(device)
 print(f"model: {model.get_num_params() / 1e6:.2f}M parameters, {json.dumps(model_args)}")
+
+lora_info = None  # a LoRA run: its settings and base reference, written into its checkpoints
+if lora_r or lora_run:
+    from lora import DEFAULT_TARGETS, LoRAError, apply_lora, count_params, load_lora_state_dict, lora_state_dict, \
+        merged_state_dict, save_adapter
+    lora_info = lora_run or dict(
+        r=lora_r, alpha=lora_alpha, dropout=lora_dropout, rslora=rslora, qlora=qlora,
+        targets=[t.strip() for t in lora_targets.split(',') if t.strip()] or DEFAULT_TARGETS[model_type],
+        base=dict(init_from=init_from, file=name if base is not None else None, fingerprint=None))
+    try:
+        wrapped = apply_lora(model, lora_info['targets'], lora_info['r'], lora_info['alpha'], lora_info['dropout'],
+                             lora_info['rslora'])
+        if lora_run is not None:
+            load_lora_state_dict(model, checkpoint['model'])
+    except LoRAError as e:
+        fail(str(e))
+    if lora_run is not None and model.lora_base_fingerprint != lora_run['base']['fingerprint']:
+        fail(f"the base model '{base_from}' is not the one this LoRA run was trained on (fingerprint "
+             f"{model.lora_base_fingerprint}, the run's {lora_run['base']['fingerprint']}): it changed since "
+             f"(a scratch base also depends on the seed)")
+    lora_info['base']['fingerprint'] = model.lora_base_fingerprint
+    n_train, n_total = count_params(model)
+    print(f"LoRA r={lora_info['r']}, alpha={lora_info['alpha']}{' (rsLoRA)' if lora_info['rslora'] else ''} on "
+          f"{len(wrapped)} layers ({','.join(lora_info['targets'])}): {n_train:,} trainable of {n_total:,} "
+          f"parameters ({100 * n_train / n_total:.2f}%)")
+base = None  # free memory
+model.grad_checkpoint = grad_checkpoint
+if lora_info is not None and lora_info['qlora']:
+    from qlora import quantize_model, quantized_bytes
+    try:
+        n_q = quantize_model(model, ptdtype, device)
+    except (ImportError, RuntimeError) as e:
+        fail(str(e))
+    nbytes, nweights = quantized_bytes(model)
+    print(f"QLoRA: {n_q} linear layers in NF4, {nbytes / 2**20:.2f} MiB for {nweights:,} weights "
+          f"({nbytes / nweights:.3f} bytes/weight); embeddings, norms and head in {dtype}"
+          + ("; best.pt: the dequantized base with the adapters merged, fp32" if merge_lora_on_save else ''))
+else:
+    model.to(device)
 
 sft = meta.get('format') == 'chat'  # supervised examples with loss masks (prepare.py --format=chat)
 try:
@@ -223,44 +372,50 @@ try:
             np.load(os.path.join(data_dir, f'idx_{sp}_{i:03d}.npy')) for i in range(len(data[sp])))]) for sp in data}
         if curriculum:
             examples['train'] = examples['train'][np.argsort(examples['train'][:, 3], kind='stable')]
-        truncated = 0
-except (DataError, FileNotFoundError) as e:
+except DataError as e:
+    fail(str(e))
+except FileNotFoundError as e:  # a chat data folder without its mask or index files
     fail(f"{e}: prepare the data again")
+truncated = 0  # chat examples longer than a row, cut (this process's count)
 # a window of block_size + 1 tokens starts anywhere it fits inside one shard
 starts = {sp: np.array([max(len(s) - block_size, 0) for s in shards]) for sp, shards in data.items()}
 for sp in data:
     if starts[sp].sum() == 0 and not sft:
         fail(f"the {sp} split of {data_dir} has no shard of at least block_size + 1 = {block_size + 1} tokens: "
              f"lower block_size or prepare more data")
+    if sft and not len(examples[sp]):
+        fail(f"the {sp} split of {data_dir} has no examples: prepare more data")
 cum_starts = {sp: np.cumsum(starts[sp]) for sp in starts}  # window starts counted across shards
 sampler = torch.Generator().manual_seed(seed)  # the data order; its state is saved, so resume is exact
 
 
-def get_sft_batch(split, gen):
-    """Rows that start at an example: whole examples packed one after another while they fit in block_size + 1
-    tokens (an example is never split; one longer than a row is truncated and counted), the rest padded. Y is -1
-    wherever the mask says the token is not learned. With curriculum, the first epoch draws from the easiest share
-    of the examples, a share that grows to all of them."""
-    global truncated
-    ex = examples[split]
+def draw(split, gen):
+    """The random part of a batch from generator gen: batch_size window starts (token data) or first examples (chat
+    data), an int64 tensor. With curriculum, the first epoch draws from the easiest share of the examples, a share
+    that grows to all of them."""
+    if not sft:
+        return torch.randint(int(cum_starts[split][-1]), (batch_size,), generator=gen)
     share = min(1.0, (iter_num + 1) * tokens_per_iter / meta['train_tokens']) if curriculum and split == 'train' else 1
-    picks = torch.randint(max(batch_size, int(len(ex) * share)), (batch_size,), generator=gen).tolist()
-    rows, learn, cut = pack_examples(data[split], masks[split], ex, picks, block_size + 1, meta['eot_id'])
-    truncated += cut if split == 'train' else 0
-    y = np.where(learn[:, 1:], rows[:, 1:], -1)
-    return torch.from_numpy(rows[:, :-1]).to(device), torch.from_numpy(y).to(device)
+    return torch.randint(max(batch_size, int(len(examples[split]) * share)), (batch_size,), generator=gen)
 
 
-def get_batch(split, gen):
-    """A random (X, Y) batch of shape (batch_size, block_size), int64; Y is X shifted by one token."""
+def get_batch(split, picks):
+    """The (X, Y) batch of picks (from draw): int64, shape (batch_size, block_size), on the device; Y is X shifted by
+    one token. Chat data: rows start at an example and pack whole examples one after another while they fit in
+    block_size + 1 tokens (an example is never split; one longer than a row is truncated and counted), the rest
+    padded; Y is -1 wherever the mask says the token is not learned."""
+    global truncated
     if sft:
-        return get_sft_batch(split, gen)
-    cum = cum_starts[split]
-    pick = torch.randint(int(cum[-1]), (batch_size,), generator=gen).numpy()
-    shard_of = np.searchsorted(cum, pick, side='right')
-    offsets = pick - (cum - starts[split])[shard_of]
-    rows = np.stack([data[split][s][o:o + block_size + 1] for s, o in zip(shard_of, offsets)]).astype(np.int64)
-    x, y = torch.from_numpy(rows[:, :-1]), torch.from_numpy(rows[:, 1:])
+        rows, learn, cut = pack_examples(data[split], masks[split], examples[split], picks.tolist(), block_size + 1,
+                                         meta['eot_id'])
+        truncated += cut if split == 'train' else 0
+        x, y = torch.from_numpy(rows[:, :-1]), torch.from_numpy(np.where(learn[:, 1:], rows[:, 1:], -1))
+    else:
+        cum, pick = cum_starts[split], picks.numpy()
+        shard_of = np.searchsorted(cum, pick, side='right')
+        offsets = pick - (cum - starts[split])[shard_of]
+        rows = np.stack([data[split][s][o:o + block_size + 1] for s, o in zip(shard_of, offsets)]).astype(np.int64)
+        x, y = torch.from_numpy(rows[:, :-1]), torch.from_numpy(rows[:, 1:])
     if device_type == 'cuda':
         return x.pin_memory().to(device, non_blocking=True), y.pin_memory().to(device, non_blocking=True)
     return x.to(device), y.to(device)
@@ -268,44 +423,67 @@ def get_batch(split, gen):
 
 scaler = torch.amp.GradScaler(device_type, enabled=(dtype == 'float16'))
 optimizer = model.configure_optimizers(weight_decay, learning_rate, (beta1, beta2), device_type)
-iter_num, best_val_loss, loss_acc0, n_acc = 0, float('inf'), 0.0, 0
+if optim != 'adamw':  # the same parameter groups (decay on matrices, lr_scale), 8-bit moments
+    from qlora import adamw8bit
+    try:
+        optimizer = adamw8bit(optimizer.param_groups, learning_rate, (beta1, beta2), device_type,
+                              paged=optim == 'paged_adamw8bit')
+    except (ImportError, RuntimeError) as e:
+        fail(str(e))
+iter_num, best_val_loss, loss_acc, n_acc = 0, float('inf'), 0.0, 0
+if ddp_rank > 0:
+    torch.manual_seed(seed + ddp_rank)  # its own dropout masks; rank 0 goes on with the stream of a single process
 if checkpoint is not None:
     optimizer.load_state_dict(checkpoint['optimizer'])
     if scaler.is_enabled() and checkpoint['scaler']:  # an fp32/bf16 run has no scaler state
         scaler.load_state_dict(checkpoint['scaler'])
     iter_num, best_val_loss = checkpoint['iter_num'], checkpoint['best_val_loss']
     rng = checkpoint['rng']
-    torch.set_rng_state(rng['torch'])
-    sampler.set_state(rng['sampler'])
+    sampler.set_state(rng['sampler'])  # the same on every rank: the data order does not depend on the world size
     random.setstate(rng['python'])
     np.random.set_state(rng['numpy'])
-    if device_type == 'cuda' and rng.get('cuda') is not None:
-        torch.cuda.set_rng_state(rng['cuda'], device)
-    if device_type == 'mps' and rng.get('mps') is not None:
-        torch.mps.set_rng_state(rng['mps'])
-    loss_acc0, n_acc = checkpoint['log_acc']  # a log window cut by the stop goes on after it
+    saved = rng.get('ranks') or [rng]  # the torch RNG states (dropout) of each process that wrote the checkpoint
+    if len(saved) != ddp_world_size:
+        print(f"note: {ckpt_path} was written by {len(saved)} process(es), this run has {ddp_world_size}: the data "
+              f"order goes on exactly, dropout masks differ from those of an unbroken run")
+    if ddp_rank < len(saved):
+        torch.set_rng_state(saved[ddp_rank]['torch'])
+        if device_type == 'cuda' and saved[ddp_rank].get('cuda') is not None:
+            torch.cuda.set_rng_state(saved[ddp_rank]['cuda'], device)
+        if device_type == 'mps' and saved[ddp_rank].get('mps') is not None:
+            torch.mps.set_rng_state(saved[ddp_rank]['mps'])
+    loss_acc, n_acc = checkpoint['log_acc']  # a log window cut by the stop goes on after it
     print(f"resuming from {ckpt_path} at iteration {iter_num} (best val loss {best_val_loss:.4f})")
 checkpoint = None  # free memory
+on_disk = {'ckpt.pt': iter_num} if init_from == 'resume' else {}  # the iteration of each file this run has written
 raw_model = model
 if compile:
     print("compiling the model... (takes a minute)")
     model = torch.compile(model)
+eval_model = model  # evals run outside DDP: each rank a different number of batches, no collectives inside
+if ddp:  # only trainable parameters (all of them, or the LoRA adapters) join the gradient all-reduce
+    model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[ddp_local_rank] if device_type == 'cuda'
+                                                      else None)
 
 
 @torch.no_grad()
 def estimate_loss():
     """Mean loss over eval_iters batches of each split, always the same batches (a fixed seed), so evals compare."""
     out = {}
-    model.eval()
+    eval_model.eval()
     for split in ('train', 'val'):
         gen = torch.Generator().manual_seed(seed + 1)
-        losses = torch.zeros(eval_iters)
+        losses = torch.zeros(eval_iters, device=device)
         for k in range(eval_iters):
-            X, Y = get_batch(split, gen)
-            with ctx:
-                losses[k] = model(X, Y)[1].item()
+            picks = draw(split, gen)
+            if k % ddp_world_size == ddp_rank:  # DDP: each rank its share of the batches, summed below
+                X, Y = get_batch(split, picks)
+                with ctx:
+                    losses[k] = eval_model(X, Y)[1]
+        if ddp:
+            torch.distributed.all_reduce(losses)
         out[split] = losses.mean().item()
-    model.train()
+    eval_model.train()
     return out
 
 
@@ -323,24 +501,79 @@ def get_lr(it):
 
 
 def save(name, with_state):
-    """Write out_dir/name atomically: a temp file, fsync, rename. with_state adds what resume needs."""
-    ckpt = {'model': raw_model.state_dict(), 'model_type': model_type, 'model_args': model_args, 'config': config,
-            'tokenizer': tok.state(), 'iter_num': iter_num, 'best_val_loss': best_val_loss}
-    if with_state:
-        ckpt.update(optimizer=optimizer.state_dict(), scaler=scaler.state_dict(), rng={
-            'torch': torch.get_rng_state(), 'sampler': sampler.get_state(), 'python': random.getstate(),
-            'numpy': np.random.get_state(), 'cuda': torch.cuda.get_rng_state(device) if device_type == 'cuda' else None,
-            'mps': torch.mps.get_rng_state() if device_type == 'mps' else None},
-            log_acc=(loss_acc.item(), n_acc))
-    path = os.path.join(out_dir, name)
-    with open(path + '.tmp', 'wb') as f:
-        torch.save(ckpt, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(path + '.tmp', path)
+    """Write out_dir/name atomically (a temp file, fsync, rename) on rank 0; every rank calls it, with_state hands in
+    its RNG state. with_state adds what resume needs, and with keep_last the file is also kept as ckpt_<iter>.pt. A
+    LoRA run writes its adapters and base reference (key 'lora') with state, else the merged model (a plain state
+    dict). A failed write (a full disk) removes the temp file, leaves the previous file as it was and stops the run."""
+    rng, error = None, None
+    if with_state:  # every rank's torch RNG (their dropout masks differ); the rest is the same on all ranks
+        mine = {'torch': torch.get_rng_state(), 'cuda': torch.cuda.get_rng_state(device) if device_type == 'cuda'
+                else None, 'mps': torch.mps.get_rng_state() if device_type == 'mps' else None}
+        ranks = [mine]
+        if ddp:
+            ranks = [None] * ddp_world_size
+            torch.distributed.all_gather_object(ranks, mine)
+        rng = dict(mine, ranks=ranks if ddp else None, sampler=sampler.get_state(), python=random.getstate(),
+                   numpy=np.random.get_state())
+    if master_process:
+        weights = raw_model.state_dict()
+        if lora_info is not None:
+            weights = lora_state_dict(raw_model) if with_state else merged_state_dict(raw_model)
+        ckpt = {'model': weights, 'model_type': model_type, 'model_args': model_args, 'config': config,
+                'tokenizer': tok.state(), 'iter_num': iter_num, 'best_val_loss': best_val_loss}
+        if lora_info is not None:
+            ckpt['lora' if with_state else 'merged_lora'] = lora_info
+        if with_state:
+            ckpt.update(optimizer=optimizer.state_dict(), scaler=scaler.state_dict(), rng=rng,
+                        log_acc=(loss_acc, n_acc))
+        path = os.path.join(out_dir, name)
+        try:
+            with open(path + '.tmp', 'wb') as f:
+                torch.save(ckpt, f)
+                f.flush()
+                os.fsync(f.fileno())
+            if _save_pause and name == 'ckpt.pt':
+                print(f"writing {path}.tmp")
+                time.sleep(_save_pause)
+            os.replace(path + '.tmp', path)
+        except (OSError, RuntimeError) as e:  # torch.save reports a failed write as either
+            full = any(getattr(x, 'errno', None) == errno.ENOSPC for x in (e, e.__context__, e.__cause__))
+            if os.path.lexists(path + '.tmp'):
+                os.remove(path + '.tmp')
+            error = (f"{'the disk is full' if full else 'cannot write'} while saving {path} "
+                     f"({str(e).splitlines()[0]}): removed the partial {path}.tmp; "
+                     + (f"the previous {path} (iteration {on_disk[name]}) is kept as it was" if name in on_disk
+                        else f"no earlier {name} of this run") + ". Free some space and resume with --init_from=resume")
+        else:
+            on_disk[name] = iter_num
+            if with_state and keep_last:
+                keep_checkpoint(path)
+    if ddp:
+        box = [error]
+        torch.distributed.broadcast_object_list(box, src=0)
+        error = box[0] if master_process or box[0] is None else "rank 0 could not save a checkpoint: stopping"
+    if error:
+        fail(error)
+
+
+def keep_checkpoint(path):
+    """Keep the ckpt.pt just written as ckpt_<iter>.pt too (a hard link) and delete all but the keep_last newest."""
+    kept = os.path.join(out_dir, f'ckpt_{iter_num:06d}.pt')
+    try:
+        if os.path.lexists(kept):
+            os.remove(kept)
+        os.link(path, kept)
+    except OSError as e:  # a file system without hard links
+        print(f"warning: could not keep {kept}: {e}")
+    numbered = [f for f in os.listdir(out_dir) if re.fullmatch(r'ckpt_\d+\.pt', f)]
+    numbered.sort(key=lambda f: (os.stat(os.path.join(out_dir, f)).st_mtime_ns, int(f[5:-3])))  # newest last
+    for f in numbered[:-keep_last]:
+        os.remove(os.path.join(out_dir, f))
 
 
 def log(record):
+    if not master_process:
+        return
     with open(os.path.join(out_dir, 'log.jsonl'), 'a') as f:
         f.write(json.dumps(record) + '\n')
     if wandb_log:
@@ -349,22 +582,30 @@ def log(record):
 
 if eval_only:
     print(json.dumps(estimate_loss()))
+    if ddp:
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
     sys.exit(0)
-with open(os.path.join(out_dir, 'config.json.tmp'), 'w') as f:
-    json.dump(config, f, indent=2)
-os.replace(os.path.join(out_dir, 'config.json.tmp'), os.path.join(out_dir, 'config.json'))
-if wandb_log:
-    wandb.init(project=wandb_project, name=wandb_run_name, config=config)
+if master_process:
+    try:
+        os.makedirs(out_dir, exist_ok=True)
+        with open(os.path.join(out_dir, 'config.json.tmp'), 'w') as f:
+            json.dump(config, f, indent=2)
+        os.replace(os.path.join(out_dir, 'config.json.tmp'), os.path.join(out_dir, 'config.json'))
+    except OSError as e:
+        fail(f"cannot write into out_dir '{out_dir}': {e}")
+    if wandb_log:
+        wandb.init(project=wandb_project, name=wandb_run_name, config=config)
 
-# Ctrl-C or SIGTERM: finish the current iteration, save, exit. A second Ctrl-C stops at once.
-stop_requested = False
+# Ctrl-C or SIGTERM (torchrun passes them on): finish the current iteration, save, exit. A second one stops at once.
+stop_signal, stop_requested = False, False  # this process got a signal; some process got one (all ranks agree)
 
 
 def request_stop(signum, frame):
-    global stop_requested
-    if stop_requested:
+    global stop_signal
+    if stop_signal:
         raise KeyboardInterrupt
-    stop_requested = True
+    stop_signal = True
     print("\nstopping: saving a checkpoint at the end of this iteration (Ctrl-C again to quit now)")
 
 
@@ -372,8 +613,7 @@ signal.signal(signal.SIGINT, request_stop)
 signal.signal(signal.SIGTERM, request_stop)
 
 # ---------------------------------------------------------------------------- the loop
-start_iter, t_start, t0, last_log = iter_num, time.time(), time.time(), iter_num
-loss_acc = torch.full((), loss_acc0, device=device)  # summed losses of the n_acc steps since the last log line
+start_iter, t_start, t0, last_log, bad_steps, truncated_all = iter_num, time.time(), time.time(), iter_num, 0, 0
 while True:
     lr = get_lr(iter_num)
     for group in optimizer.param_groups:
@@ -385,7 +625,11 @@ while True:
              'elapsed_s': round(time.time() - t_start, 2)})
         if losses['val'] < best_val_loss:
             best_val_loss = losses['val']
-            if iter_num > 0:
+            if iter_num > 0 and lora_info is not None and master_process:
+                save_adapter(os.path.join(out_dir, 'adapter.safetensors'), raw_model, meta=dict(
+                    model_type=model_type, model_args=model_args, base=lora_info['base'], iter_num=iter_num,
+                    val_loss=best_val_loss, tokenizer=tok.spec))
+            if iter_num > 0 and (lora_info is None or merge_lora_on_save):
                 save('best.pt', with_state=False)
         if iter_num > 0 and (always_save_checkpoint or best_val_loss == losses['val'] or iter_num == max_iters):
             save('ckpt.pt', with_state=True)
@@ -396,35 +640,67 @@ while True:
             print(f"saved {out_dir}/ckpt.pt at iteration {iter_num}; resume with --init_from=resume")
         break
 
-    # one optimizer step over gradient_accumulation_steps micro-batches; each micro-batch loss is weighted by its
-    # share of the window's target tokens, so the step's loss is the mean over all tokens of the window
-    batches = [get_batch('train', sampler) for _ in range(gradient_accumulation_steps)]
+    # one optimizer step over gradient_accumulation_steps micro-batches, drawn alike on every rank; each rank trains
+    # on its own consecutive share. A micro-batch's loss is weighted by its share of the target tokens of the whole
+    # window (all ranks), so the step's loss is the mean over all tokens of the window, on any number of processes
+    picks = [draw('train', sampler) for _ in range(gradient_accumulation_steps)]
+    batches = [get_batch('train', p) for p in picks[ddp_rank * micro_steps:(ddp_rank + 1) * micro_steps]]
     counts = [int((Y != -1).sum()) for _, Y in batches]
-    for (X, Y), n in zip(batches, counts):
+    total = sum(counts)
+    if ddp:  # chat data: the supervised tokens differ from rank to rank
+        total_t = torch.tensor(total, device=device)
+        torch.distributed.all_reduce(total_t)
+        total = int(total_t.item())
+    step_loss = torch.zeros((), device=device)
+    for k, ((X, Y), n) in enumerate(zip(batches, counts)):
+        if ddp:  # all-reduce the gradients once, in the backward pass of the last micro-batch
+            model.require_backward_grad_sync = k == micro_steps - 1
         with ctx:
             _, loss = model(X, Y)
-            loss = loss * (n / sum(counts))
-        scaler.scale(loss).backward()
-        loss_acc += loss.detach()
-    n_acc += 1
-    if grad_clip != 0.0:
+            loss = loss * (n / total) * (float('nan') if iter_num in _nan_iters else 1.0)
+        scaler.scale(loss * ddp_world_size).backward()  # DDP averages the ranks' gradients; the window wants a sum
+        step_loss += loss.detach()
+    stats = torch.stack([step_loss, torch.tensor(float(stop_signal), device=device),
+                         torch.tensor(float(truncated), device=device)])
+    if ddp:  # the step's loss over all ranks; whether any rank was asked to stop
+        torch.distributed.all_reduce(stats)
+    step_lossf, stop_requested, truncated_all = stats[0].item(), stats[1].item() > 0, int(stats[2].item())
+    ok = math.isfinite(step_lossf)
+    if ok and grad_clip != 0.0:
         scaler.unscale_(optimizer)
-        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-    scaler.step(optimizer)
-    scaler.update()
+        norm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+        ok = scaler.is_enabled() or math.isfinite(norm.item())  # fp16: the scaler skips inf gradients itself
+    if ok:
+        scaler.step(optimizer)
+        scaler.update()
+        loss_acc, n_acc, bad_steps = loss_acc + step_lossf, n_acc + 1, 0
+    else:  # skip the step: no update, the gradients are dropped
+        bad_steps += 1
+        print(f"iter {iter_num}: non-finite loss or gradient (loss {step_lossf}), step skipped ({bad_steps} in a row)")
+        log({'iter': iter_num, 'skipped': 'non-finite loss or gradient', 'bad_steps_in_a_row': bad_steps})
+        if bad_steps >= max_bad_steps:
+            fail(f"{bad_steps} steps in a row had a non-finite loss or gradient (iterations {iter_num - bad_steps + 1}"
+                 f" to {iter_num}, all skipped): the run diverged. "
+                 + (f"{out_dir}/ckpt.pt (iteration {on_disk['ckpt.pt']}) is kept; " if 'ckpt.pt' in on_disk else '')
+                 + f"resume from a checkpoint with a lower --learning_rate (now {learning_rate}), a longer "
+                 f"--warmup_iters (now {warmup_iters}) or --grad_clip=1.0 (now {grad_clip})"
+                 + (", or --dtype=bfloat16 instead of float16" if dtype == 'float16' else '')
+                 + f"; --max_bad_steps (now {max_bad_steps}) sets how many in a row stop the run")
     optimizer.zero_grad(set_to_none=True)
     iter_num += 1
 
-    if iter_num % log_interval == 0:
+    if iter_num % log_interval == 0 and n_acc:
         t1 = time.time()
-        lossf, dt = loss_acc.item() / n_acc, (t1 - t0) / (iter_num - last_log)
-        loss_acc.zero_()
-        t0, n_acc, last_log = t1, 0, iter_num
-        mfu = raw_model.estimate_mfu(tokens_per_iter, dt, device)
+        lossf, dt = loss_acc / n_acc, (t1 - t0) / (iter_num - last_log)
+        t0, loss_acc, n_acc, last_log = t1, 0.0, 0, iter_num
+        mfu = raw_model.estimate_mfu(tokens_per_iter // ddp_world_size, dt, device)  # per GPU
         eta = (max_iters - iter_num) * dt
         print(f"iter {iter_num}: loss {lossf:.4f}, lr {lr:.2e}, {dt * 1000:.1f} ms/iter, "
               f"{tokens_per_iter / dt:,.0f} tok/s" + (f", mfu {mfu * 100:.1f}%" if mfu is not None else '')
-              + f", eta {eta / 60:.1f} min" + (f", {truncated} examples truncated" if sft and truncated else ''))
+              + f", eta {eta / 60:.1f} min" + (f", {truncated_all} examples truncated" if truncated_all else ''))
         log({'iter': iter_num, 'loss': lossf, 'lr': lr, 'ms_per_iter': dt * 1000, 'tok_per_s': tokens_per_iter / dt,
              'mfu': mfu, 'elapsed_s': round(time.time() - t_start, 2)})
 print(f"done: {iter_num} iterations in {time.time() - t_start:.1f} s, best val loss {best_val_loss:.4f}")
+if ddp:
+    torch.distributed.barrier()  # every rank done with the last collective before any leaves (gloo aborts otherwise)
+    torch.distributed.destroy_process_group()

@@ -1,0 +1,148 @@
+"""
+The bitsandbytes parts of fine-tuning: QLoRA's 4-bit NF4 base with double quantization (Dettmers et al. 2023,
+arXiv:2305.14314) under LoRA adapters (lora.py), and 8-bit AdamW (Dettmers et al. 2021, arXiv:2110.02861).
+
+    apply_lora(model, targets, r, alpha)           # lora.py: adapters on, everything else frozen
+    quantize_model(model, torch.bfloat16, 'cuda')  # every frozen linear but the head -> NF4, layer by layer
+    merge_qlora(model)                             # dequantize, fold the adapters in: a plain 32/16-bit model
+
+Every nn.Linear except the output head (and tied weights) becomes a bitsandbytes Linear4bit: NF4 codes in blocks of
+64 with an absmax each, the absmaxes themselves 8-bit quantized (compress_statistics=True): ~0.52 bytes a weight.
+Embeddings, norms, the head and RWKV-7's small mixing parameters stay in the compute dtype (bf16 on GPU, fp32 on
+CPU); the adapters stay fp32. bitsandbytes >= 0.50 runs both the 4-bit layers and the 8-bit optimizers on CPU
+(the 4-bit layers slowly: dequantize, then an fp32 matmul); with older versions quantize_model tries the device first
+and says what is missing.
+"""
+
+import warnings
+
+import torch
+import torch.nn as nn
+
+from lora import lora_modules, merge_lora
+
+HEAD_NAMES = ('lm_head', 'head')  # model_llama / model_rwkv7 output heads: kept in the compute dtype
+
+
+def require_bnb():
+    """Import bitsandbytes, or raise ImportError saying how to get it."""
+    try:
+        import bitsandbytes
+    except ImportError:
+        raise ImportError("QLoRA (qlora=True) and 8-bit AdamW (optim='adamw8bit') need bitsandbytes: "
+                          "pip install bitsandbytes (>= 0.50 to run on CPU)") from None
+    return bitsandbytes
+
+
+def check_device(device):
+    """Raise RuntimeError unless bitsandbytes' 4-bit layers run on `device`: tried on a 64 x 64 layer, since CPU
+    support depends on the version and the build."""
+    bnb = require_bnb()
+    try:
+        q = bnb.nn.Linear4bit(64, 64, bias=False, compute_dtype=torch.float32, quant_type='nf4')
+        q.weight = bnb.nn.Params4bit(torch.randn(64, 64), requires_grad=False, quant_type='nf4')
+        q.to(device)(torch.randn(2, 64, device=device))
+    except Exception as e:
+        where = "a CUDA GPU with bitsandbytes" if str(device).startswith('cpu') else "a device bitsandbytes supports"
+        raise RuntimeError(f"QLoRA needs {where} (bitsandbytes {bnb.__version__} cannot run 4-bit layers on "
+                           f"{device}: {type(e).__name__}: {e}); pip install -U bitsandbytes (>= 0.50 has CPU "
+                           f"kernels) or run with qlora=False") from None
+
+
+def quantize_linear(lin, compute_dtype, device):
+    """nn.Linear -> bitsandbytes Linear4bit (NF4, double quantization, blocks of 64) on `device`, frozen. The weight
+    is quantized from its fp32 values on `device`, so one layer at a time is ever there in full precision."""
+    bnb = require_bnb()
+    q = bnb.nn.Linear4bit(lin.in_features, lin.out_features, bias=lin.bias is not None, compute_dtype=compute_dtype,
+                          compress_statistics=True, quant_type='nf4', device='meta')
+    q.weight = bnb.nn.Params4bit(lin.weight.data.float(), requires_grad=False, compress_statistics=True,
+                                 quant_type='nf4', blocksize=64)
+    if lin.bias is not None:
+        q.bias = nn.Parameter(lin.bias.data.to(compute_dtype), requires_grad=False)
+    return q.to(device)
+
+
+@torch.no_grad()
+def quantize_model(model, compute_dtype, device):
+    """In place: every nn.Linear of `model` (LoRA bases included) but the head and weights shared with another
+    module becomes an NF4 Linear4bit on `device`, one layer at a time (the fp32 original is dropped as soon as its
+    layer is done); every other frozen float parameter goes to `device` in `compute_dtype`, trainable ones (the
+    adapters) in fp32. Buffers keep their dtype (RoPE tables stay fp32). Returns the number of layers quantized."""
+    bnb = require_bnb()
+    check_device(device)
+    owners = {}
+    for _, m in model.named_modules():
+        for p in m.parameters(recurse=False):
+            owners[id(p)] = owners.get(id(p), 0) + 1
+    todo = [n for n, m in model.named_modules() if type(m) is nn.Linear and n not in HEAD_NAMES
+            and owners[id(m.weight)] == 1]
+    for name in todo:
+        parent, _, child = name.rpartition('.')
+        holder = model.get_submodule(parent) if parent else model
+        setattr(holder, child, quantize_linear(getattr(holder, child), compute_dtype, device))
+    for m in model.modules():
+        if isinstance(m, bnb.nn.Linear4bit):
+            continue
+        for key, p in m.named_parameters(recurse=False):
+            dtype = torch.float32 if p.requires_grad else compute_dtype if p.is_floating_point() else p.dtype
+            p.data = p.data.to(device, dtype)
+        for key, b in m.named_buffers(recurse=False):
+            m._buffers[key] = b.to(device)
+    return len(todo)
+
+
+def quantized_bytes(model):
+    """(bytes, weights) of the model's 4-bit layers: packed codes plus their quantization statistics."""
+    bnb = require_bnb()
+    nbytes = weights = 0
+    for m in model.modules():
+        if isinstance(m, bnb.nn.Linear4bit):
+            qs = m.weight.quant_state
+            weights += m.in_features * m.out_features
+            nbytes += m.weight.data.numel() * m.weight.data.element_size() + qs.absmax.numel() * qs.absmax.element_size()
+            if qs.nested:
+                nbytes += qs.state2.absmax.numel() * qs.state2.absmax.element_size() + qs.offset.numel() * 4
+    return nbytes, weights
+
+
+def dequantize_weight(w):
+    """A Params4bit weight -> its float weight (out_features, in_features), in the layer's compute dtype."""
+    import bitsandbytes.functional as bnbF
+    return bnbF.dequantize_4bit(w.data, w.quant_state)
+
+
+@torch.no_grad()
+def merge_qlora(model, dtype=torch.float32):
+    """Dequantize every 4-bit layer into a plain nn.Linear of `dtype` and fold the adapters in (lora.merge_lora).
+    The result is a 32- (or 16-) bit model; it is not re-quantized. It computes what the QLoRA model computed, but
+    its base is the NF4-rounded one, not the original weights: warns so. In place; returns the model."""
+    bnb = require_bnb()
+    warnings.warn("merging into a 4-bit base: the NF4 weights are dequantized and the merged model is exported in "
+                  f"{str(dtype).removeprefix('torch.')}; it keeps the 4-bit rounding of the base (not the original "
+                  "weights) and is not re-quantized", stacklevel=3)
+    for name, m in [(n, m) for n, m in model.named_modules() if isinstance(m, bnb.nn.Linear4bit)]:
+        lin = nn.Linear(m.in_features, m.out_features, bias=m.bias is not None, device=m.weight.device, dtype=dtype)
+        lin.weight.data.copy_(dequantize_weight(m.weight))
+        if m.bias is not None:
+            lin.bias.data.copy_(m.bias)
+        lin.requires_grad_(False)
+        parent, _, child = name.rpartition('.')
+        setattr(model.get_submodule(parent) if parent else model, child, lin)
+    for _, m in lora_modules(model):
+        m.to(dtype)
+    merge_lora(model)
+    return model
+
+
+def adamw8bit(param_groups, lr, betas, device_type, paged=False):
+    """bitsandbytes' 8-bit AdamW (decoupled weight decay, block-wise 8-bit moments; tensors under 4096 elements keep
+    32-bit moments) over torch-style `param_groups` (e.g. from a model's configure_optimizers: their weight_decay
+    and lr_scale are kept; empty groups are dropped). paged: PagedAdamW8bit (moments paged out under GPU memory
+    pressure; plain on CPU). Raises RuntimeError on a CPU with bitsandbytes < 0.50 (no CPU optimizer kernels)."""
+    bnb = require_bnb()
+    if device_type != 'cuda' and tuple(int(x) for x in bnb.__version__.split('.')[:2]) < (0, 50):
+        raise RuntimeError(f"8-bit AdamW needs a CUDA GPU with bitsandbytes {bnb.__version__}: its CPU optimizers "
+                           f"came in 0.50 (pip install -U bitsandbytes), or use optim='adamw'")
+    groups = [{k: v for k, v in g.items() if k in ('params', 'weight_decay', 'lr_scale')} for g in param_groups]
+    cls = bnb.optim.PagedAdamW8bit if paged else bnb.optim.AdamW8bit
+    return cls([g for g in groups if g['params']], lr=lr, betas=betas)
