@@ -1,51 +1,96 @@
 """
-Benchmarks that print figures (never timed tests):
+Benchmarks and evaluations that print figures as markdown tables (never timed tests). With out_dir set, every task
+also appends a JSON record to out_dir/bench.jsonl.
 
-    python bench.py --task=wkv                       # WKV7 forward / forward+backward per implementation
-    python bench.py --task=wkv --compile=True        # ... plus the torch.compile'd chunked WKV
-    python bench.py --task=generate --model_type=rwkv7 --n_layer=12 --n_embd=512   # decode speed vs context length
-    python bench.py --task=generate --out_dir=out-shakespeare-char                 # ... of a trained checkpoint
-    python bench.py --task=accuracy --out_dir=out-sft --data=data/gsm_synth_byte/test.jsonl --limit=500
+    python bench.py --task=gsm8k --out_dir=out-sft --data=../shared/data/gsm8k/test.jsonl   # chat prompt, greedy
+    python bench.py --task=gsm8k --out_dir=out-base --prompt=fewshot         # lm-eval's gsm8k, 5-shot (openai/gsm8k)
+    python bench.py --task=gsm8k --out_dir=out-base --prompt=fewshot --fewshot_task=gsm8k_cot   # 8 Wei et al. shots
+    python bench.py --task=gsm8k --out_dir=out-sft --num_samples=8 --temperature=0.7 ...        # maj@8
+    python bench.py --task=gsm_synth --out_dir=out-reasoning-llama --limit=200
+    python bench.py --task=custom --out_dir=run --data=qa.jsonl              # {question, answer}: numeric or exact
+    python bench.py --task=perplexity --out_dir=run                          # val shards, or --data=file.txt
+    python bench.py --task=speed --config=config/micro.py                    # train tok/s, MFU, memory, decode speed
+    python bench.py --task=curves --out_dir=run                              # log.jsonl -> curves.png (matplotlib)
+    python bench.py --task=distill --out_dir=run --data=train.jsonl --num_samples=4 --temperature=0.8
+    python bench.py --task=wkv                                               # WKV7 implementations
+    python bench.py --task=generate --model_type=rwkv7 --n_layer=12 --n_embd=512   # decode speed vs context
 
-Each timing is the median of `repeats` calls after one warm-up call (min in parentheses). Results are printed as a
-markdown table.
+GSM8K scoring (score_gsm8k, importable) gives four figures side by side: `official` (openai/grade-school-math:
+the first '#### N'), lm-eval's `strict-match` and `flexible-extract` (their regexes, group selection,
+regexes_to_ignore and case folding, quirks included) and `final-answer` (chat.final_answer, our reasoning format).
+Timings are the median of `repeats` calls after one warm-up call (min in parentheses).
 """
 
+import ast
+import builtins
+import json
+import math
+import os
+import random
+import re
 import statistics
 import sys
 import time
+from collections import Counter
 
 import torch
+import torch.nn.functional as F
 
+import chat
 from configurator import ConfigError, configure, pick_device
 
 # -----------------------------------------------------------------------------
-task = 'wkv'              # 'wkv' | 'generate' | 'accuracy'
+task = 'wkv'              # wkv | generate | speed | gsm8k | gsm_synth | custom | accuracy (= gsm8k) | perplexity |
+                          # curves | distill | all (perplexity, gsm8k with --data, speed, curves)
+out_dir = ''              # a run: its checkpoint is evaluated; results go there (bench.jsonl, one jsonl per eval)
+ckpt = ''                 # checkpoint file in out_dir; '' = best.pt if there is one, else ckpt.pt
 device = 'auto'
-repeats = 5
-compile = False           # wkv: also time the torch.compile'd chunked WKV (compiling takes minutes on a CPU)
-# wkv: the shape (fp32)
-B = 4
-H = 4
-N = 64
-T = 1024
-impls = 'naive,chunked'
-chunk_len = 32
-# generate: a checkpoint (out_dir) or a random model of this shape
-out_dir = ''
-model_type = 'rwkv7'
+seed = 1337
+# evaluation: gsm8k, gsm_synth, custom, distill
+data = ''                 # jsonl of {question, answer} ('' = openai/gsm8k online; gsm_synth: the run's test.jsonl or
+                          # 500 generated test problems); perplexity: a .txt file instead of the run's val shards
+limit = 0                 # 0 = every problem (perplexity: every window or example)
+prompt = 'chat'           # 'chat': chat.prompt, zero-shot, reasoning format | 'fewshot': lm-eval's plain-text prompt
+fewshot_task = 'gsm8k'    # fewshot: 'gsm8k' (5 shots drawn from train problems) | 'gsm8k_cot' (8 fixed Wei et al.)
+fewshot_data = ''         # train jsonl of the gsm8k shots; '' = train.jsonl beside --data (else openai/gsm8k train)
+num_samples = 1           # k > 1: majority vote over k samples per problem (maj@k; needs temperature > 0)
+temperature = 0.0         # 0 = greedy
+max_new_tokens = 256
+batch_size = 16           # sequences generated (or evaluated) together; k samples of a problem count k
+data_dir = ''             # perplexity: prepared data to read val shards from; '' = the run's data_dir
+# speed / generate / wkv
+config = ''               # speed: a train.py config file (model shape, batch_size, block_size); else out_dir or below
+model_type = 'rwkv7'      # a random model of this shape when there is neither out_dir nor config
 n_layer = 12
 n_embd = 512
 n_head = 8
 n_kv_head = 4
+head_size = 64
 vocab_size = 50304
+block_size = 0            # speed: training sequence length; 0 = the config's / model's block_size (256 otherwise)
+train_batch = 0           # speed: training micro-batch; 0 = the config's batch_size (8 otherwise)
+burn_in = 3               # speed: untimed training steps
+steps = 10                # speed: timed training steps
+dtype = 'auto'            # speed: autocast dtype of the training step ('auto': bf16/fp16 on CUDA, fp32 elsewhere)
+profile = False           # speed: write a torch.profiler trace of 3 training steps to out_dir
 contexts = '64,256,1024,2048'
 new_tokens = 32           # decode steps timed after each context
-# accuracy: greedy answers of a chat-trained run (out_dir) to GSM8K-format problems ({'question', 'answer'} jsonl)
-data = ''
-limit = 0                 # 0 = every problem
-max_new_tokens = 256
+repeats = 5
+compile = False           # wkv: also the torch.compile'd chunked WKV; speed: compile the training step's model
+B = 4                     # wkv: the shape (fp32)
+H = 4
+N = 64
+T = 1024
+impls = 'naive,chunked'   # wkv and speed: WKV implementations
+chunk_len = 32
 # -----------------------------------------------------------------------------
+TASKS = ('wkv', 'generate', 'speed', 'gsm8k', 'gsm_synth', 'custom', 'accuracy', 'perplexity', 'curves', 'distill',
+         'all')
+
+
+def sync():
+    if device.startswith('cuda'):
+        torch.cuda.synchronize()
 
 
 def timed(fn):
@@ -53,14 +98,647 @@ def timed(fn):
     fn()
     ts = []
     for _ in range(repeats):
-        if device.startswith('cuda'):
-            torch.cuda.synchronize()
+        sync()
         t0 = time.perf_counter()
         fn()
-        if device.startswith('cuda'):
-            torch.cuda.synchronize()
+        sync()
         ts.append(time.perf_counter() - t0)
     return statistics.median(ts), min(ts)
+
+
+def table(header, rows):
+    """Print a markdown table: header a list of column names, rows lists of cells."""
+    print('| ' + ' | '.join(header) + ' |\n|' + '---|' * len(header))
+    for r in rows:
+        print('| ' + ' | '.join(str(c) for c in r) + ' |', flush=True)
+
+
+def record(name, rec):
+    """Append {'task', 'time', 'out_dir', **rec} to out_dir/bench.jsonl when out_dir is set; returns the record."""
+    rec = {'task': name, 'time': time.strftime('%Y-%m-%dT%H:%M:%S'), 'out_dir': out_dir, **rec}
+    if out_dir:
+        os.makedirs(out_dir, exist_ok=True)
+        with open(os.path.join(out_dir, 'bench.jsonl'), 'a') as f:
+            f.write(json.dumps(rec) + '\n')
+    return rec
+
+
+def model_class(kind):
+    if kind == 'llama':
+        from model_llama import Llama, LlamaConfig
+        return Llama, LlamaConfig
+    from model_rwkv7 import RWKV7, RWKV7Config
+    return RWKV7, RWKV7Config
+
+
+def load_run(path, name=''):
+    """(model, tokenizer, checkpoint dict) of a run's `name` (default best.pt if present, else ckpt.pt), in eval mode
+    on `device`. LoRA runs: best.pt holds the merged model. Raises ConfigError when there is nothing to load."""
+    from tokenizer import tokenizer_from_state
+    if not path:
+        raise ConfigError("no checkpoint: set --out_dir to a trained run")
+    name = name or ('best.pt' if os.path.isfile(os.path.join(path, 'best.pt')) else 'ckpt.pt')
+    if not os.path.isfile(os.path.join(path, name)):
+        raise ConfigError(f"no checkpoint {os.path.join(path, name)}: set --out_dir to a trained run (or --ckpt)")
+    ck = torch.load(os.path.join(path, name), map_location='cpu', weights_only=False)
+    if ck.get('model_type') not in ('llama', 'rwkv7') or 'model' not in ck:
+        raise ConfigError(f"{os.path.join(path, name)} holds no llama or rwkv7 model state")
+    Model, Config = model_class(ck['model_type'])
+    model = Model(Config(**ck['model_args']))
+    try:
+        model.load_state_dict(ck['model'])
+    except RuntimeError as e:
+        raise ConfigError(f"{os.path.join(path, name)} does not load into its model: {str(e)[:300]}") from None
+    ck['path'] = os.path.join(path, name)
+    return model.eval().to(device), tokenizer_from_state(ck['tokenizer']), ck
+
+
+# ---------------------------------------------------------------------------- GSM8K scoring
+GSM_ANS = r'#### (\-?[0-9\.\,]+)'            # openai/grade-school-math, and lm-eval gsm8k's strict-match
+COT_ANS = r'The answer is (\-?[0-9\.\,]+).'  # lm-eval gsm8k_cot's strict-match (its final '.' is any character)
+FLEX = r'(-?[$0-9.,]{2,})|(-?[0-9]+)'        # lm-eval's flexible-extract, the last match (group_select -1)
+IGNORE = [',', r'\$', '(?s).*#### ', r'\.$']  # lm-eval's regexes_to_ignore (gsm8k.yaml and gsm8k-cot.yaml v3.0)
+FIGURES = ('official', 'strict-match', 'flexible-extract', 'final-answer')
+
+
+def official_extract(text):
+    """openai/grade-school-math's extract_answer: the first '#### N', stripped, commas removed; '[invalid]' if none."""
+    m = re.search(GSM_ANS, text)
+    return m.group(1).strip().replace(',', '') if m else '[invalid]'
+
+
+def regex_filter(text, pattern, group_select=0):
+    """lm-eval's RegexFilter: re.findall, the group_select-th match (of a tuple of groups the first non-empty one),
+    stripped; '[invalid]' when nothing matches."""
+    found = re.findall(pattern, text)
+    if not found:
+        return '[invalid]'
+    m = found[group_select]
+    return ([g for g in m if g][0] if isinstance(m, tuple) else m).strip()
+
+
+def lm_eval_match(pred, ref):
+    """lm-eval's exact_match as the gsm8k tasks set it up: each of regexes_to_ignore removed (re.sub, in order) from
+    prediction and reference, then both lower-cased and compared."""
+    for r in IGNORE:
+        pred, ref = re.sub(r, '', pred), re.sub(r, '', ref)
+    return pred.lower() == ref.lower()
+
+
+def extract_gsm8k(completion, task='gsm8k'):
+    """The answer each figure reads in a completion: {figure: str} (final-answer: None when there is none)."""
+    if task not in ('gsm8k', 'gsm8k_cot'):
+        raise ValueError(f"task must be 'gsm8k' or 'gsm8k_cot', not '{task}'")
+    return {'official': official_extract(completion),
+            'strict-match': regex_filter(completion, GSM_ANS if task == 'gsm8k' else COT_ANS),
+            'flexible-extract': regex_filter(completion, FLEX, -1),
+            'final-answer': chat.final_answer(completion)}
+
+
+def judge_gsm8k(preds, gold_answer, task='gsm8k'):
+    """{figure: bool} for the extracted answers `preds` (see extract_gsm8k) against a GSM8K solution '... #### N'.
+    lm-eval's reference: gsm8k the whole solution, gsm8k_cot the text after the last '####'."""
+    gold = official_extract(gold_answer)
+    if gold == '[invalid]':
+        raise ValueError(f"gold answer without a '#### N' line: {gold_answer[-80:]!r}")
+    ref = gold_answer if task == 'gsm8k' else gold_answer.split('####')[-1].strip()
+    return {'official': preds['official'] == gold,
+            'strict-match': lm_eval_match(preds['strict-match'], ref),
+            'flexible-extract': lm_eval_match(preds['flexible-extract'], ref),
+            'final-answer': preds['final-answer'] == chat.gsm8k_parts(gold_answer)[1]}
+
+
+def score_gsm8k(completion, gold_answer, task='gsm8k'):
+    """Score one completion against a GSM8K solution ('...\\n#### 18') as openai/grade-school-math and
+    lm-evaluation-harness's `task` ('gsm8k' | 'gsm8k_cot', metadata version 3.0) do, plus our final-answer.
+    Returns {'official', 'strict-match', 'flexible-extract', 'final-answer': bool, and '<figure>_pred': the
+    extracted string ('[invalid]', or None for final-answer, when there is none)}. Raises ValueError on a gold answer
+    without '#### N' or an unknown task."""
+    preds = extract_gsm8k(completion, task)
+    return {**judge_gsm8k(preds, gold_answer, task), **{f'{k}_pred': v for k, v in preds.items()}}
+
+
+def custom_answer(completion):
+    """The answer of a custom-task completion: after '**Final Answer:**' if there is one, else its first line."""
+    ans = chat.final_answer(completion)
+    return ans if ans is not None else (completion.strip().split('\n') or [''])[0].strip()
+
+
+def custom_match(pred, gold):
+    """Numeric-or-exact: equal numbers when both are numbers (chat.normalize_number: '1,234', '$5', '7.00'), else the
+    same string up to case and surrounding space. A gold GSM8K solution counts by its '#### N'."""
+    gold = chat.gsm8k_parts(gold)[1] if '####' in gold else gold
+    a, b = chat.normalize_number(pred), chat.normalize_number(gold)
+    num = r'-?\d+(\.\d+)?'
+    if re.fullmatch(num, a) and re.fullmatch(num, b):
+        return float(a) == float(b)
+    return pred.strip().lower() == gold.strip().lower()
+
+
+def vote(values):
+    """The most common value, ties going to the first seen (Counter.most_common, as lm-eval's majority_vote)."""
+    return Counter(values).most_common(1)[0][0]
+
+
+def wilson(k, n, z=1.96):
+    """The Wilson score interval of k successes in n trials (95% for z = 1.96)."""
+    if n == 0:
+        return 0.0, 1.0
+    p, d = k / n, 1 + z * z / n
+    c, h = (p + z * z / (2 * n)) / d, z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / d
+    return max(0.0, c - h), min(1.0, c + h)
+
+
+# ---------------------------------------------------------------------------- GSM8K prompts and data
+# lm-eval gsm8k-cot.yaml's fewshot samples (Wei et al. 2022, chain-of-thought prompting, table 20)
+COT_SHOTS = [
+    ("There are 15 trees in the grove. Grove workers will plant trees in the grove today. After they are done, there "
+     "will be 21 trees. How many trees did the grove workers plant today?",
+     "There are 15 trees originally. Then there were 21 trees after some more were planted. So there must have been "
+     "21 - 15 = 6. The answer is 6."),
+    ("If there are 3 cars in the parking lot and 2 more cars arrive, how many cars are in the parking lot?",
+     "There are originally 3 cars. 2 more cars arrive. 3 + 2 = 5. The answer is 5."),
+    ("Leah had 32 chocolates and her sister had 42. If they ate 35, how many pieces do they have left in total?",
+     "Originally, Leah had 32 chocolates. Her sister had 42. So in total they had 32 + 42 = 74. After eating 35, they "
+     "had 74 - 35 = 39. The answer is 39."),
+    ("Jason had 20 lollipops. He gave Denny some lollipops. Now Jason has 12 lollipops. How many lollipops did Jason "
+     "give to Denny?",
+     "Jason started with 20 lollipops. Then he had 12 after giving some to Denny. So he gave Denny 20 - 12 = 8. The "
+     "answer is 8."),
+    ("Shawn has five toys. For Christmas, he got two toys each from his mom and dad. How many toys does he have now?",
+     "Shawn started with 5 toys. If he got 2 toys each from his mom and dad, then that is 4 more toys. 5 + 4 = 9. The "
+     "answer is 9."),
+    ("There were nine computers in the server room. Five more computers were installed each day, from monday to "
+     "thursday. How many computers are now in the server room?",
+     "There were originally 9 computers. For each of 4 days, 5 more computers were added. So 5 * 4 = 20 computers "
+     "were added. 9 + 20 is 29. The answer is 29."),
+    ("Michael had 58 golf balls. On tuesday, he lost 23 golf balls. On wednesday, he lost 2 more. How many golf balls "
+     "did he have at the end of wednesday?",
+     "Michael started with 58 golf balls. After losing 23 on tuesday, he had 58 - 23 = 35. After losing 2 more, he "
+     "had 35 - 2 = 33 golf balls. The answer is 33."),
+    ("Olivia has $23. She bought five bagels for $3 each. How much money does she have left?",
+     "Olivia had 23 dollars. 5 bagels for 3 dollars each will be 5 x 3 = 15 dollars. So she has 23 - 15 dollars "
+     "left. 23 - 15 is 8. The answer is 8."),
+]
+STOPS = {'gsm8k': ['Question:', '</s>', '<|im_end|>'], 'gsm8k_cot': ['Q:', '</s>', '<|im_end|>']}  # `until`
+
+
+def fewshot_texts(problems, train_docs, kind):
+    """lm-eval's prompts: gsm8k = 5 shots 'Question: q\\nAnswer: a' drawn per problem, in order, by one
+    random.Random(1234) (its default sampler, fewshot seed 1234) from train_docs; gsm8k_cot = the 8 fixed shots
+    'Q: q\\nA: a'. Shots are joined and followed by '\\n\\n', then the problem without its answer."""
+    if kind == 'gsm8k_cot':
+        shots = ''.join(f"Q: {q}\nA: {a}\n\n" for q, a in COT_SHOTS)
+        return [f"{shots}Q: {p['question']}\nA:" for p in problems]
+    rnd = random.Random(1234)
+    return [''.join(f"Question: {s['question']}\nAnswer: {s['answer']}\n\n" for s in rnd.sample(train_docs, 5))
+            + f"Question: {p['question']}\nAnswer:" for p in problems]
+
+
+def read_problems(path, what='--data'):
+    """[{'question', 'answer'}, ...] from a jsonl file; ConfigError naming the file (and line) when it cannot."""
+    if not os.path.isfile(path):
+        raise ConfigError(f"{what}='{path}' not found: a jsonl of {{\"question\", \"answer\"}} records")
+    out = []
+    for n, line in enumerate(open(path, encoding='utf-8'), 1):
+        if line.strip():
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ConfigError(f"{path}:{n}: malformed JSON ({e})") from None
+            if not isinstance(rec, dict) or not {'question', 'answer'} <= rec.keys():
+                raise ConfigError(f"{path}:{n}: a record needs 'question' and 'answer'")
+            out.append({'question': str(rec['question']), 'answer': str(rec['answer'])})
+    return out
+
+
+def hf_gsm8k(split):
+    try:
+        from datasets import load_dataset
+        return [{'question': r['question'], 'answer': r['answer']}
+                for r in load_dataset('openai/gsm8k', 'main', split=split)]
+    except Exception as e:  # no datasets package, offline, hub errors
+        raise ConfigError(f"could not load openai/gsm8k ({type(e).__name__}: {str(e)[:120]}); offline, give "
+                          f"local files: --data=../shared/data/gsm8k/test.jsonl (train.jsonl beside it: the shots)") \
+            from None
+
+
+def eval_data(kind, run_cfg):
+    """(test problems, train problems for gsm8k-style shots or None, where the test problems come from) of `kind`."""
+    need_shots = prompt == 'fewshot' and fewshot_task == 'gsm8k'
+    if kind == 'gsm_synth':
+        import gsm_synth
+        local = os.path.join(run_cfg.get('data_dir', ''), 'test.jsonl')
+        src = data or (local if os.path.isfile(local) else "gsm_synth.generate('test', 500)")
+        test = read_problems(src) if data or os.path.isfile(local) else gsm_synth.generate('test', 500)
+        train = read_problems(fewshot_data, '--fewshot_data') if fewshot_data else gsm_synth.generate('train', 1000)
+        return test, train if need_shots else None, src
+    if kind == 'custom' and not data:
+        raise ConfigError("--task=custom needs --data=file.jsonl of {\"question\", \"answer\"} records")
+    test, src = (read_problems(data), data) if data else (hf_gsm8k('test'), 'openai/gsm8k test')
+    if not need_shots:
+        return test, None, src
+    if fewshot_data or data:
+        what = '--fewshot_data' if fewshot_data else 'train.jsonl beside --data (or --fewshot_data)'
+        return test, read_problems(fewshot_data or os.path.join(os.path.dirname(data), 'train.jsonl'), what), src
+    return test, hf_gsm8k('train'), src
+
+
+# ---------------------------------------------------------------------------- batched generation
+def complete(model, tok, prompts, stop_ids, stop_strs=(), temp=0.0, gen=None):
+    """Completions (str) of prompts (lists of token ids, any lengths), generated together: left padding with an
+    attention mask (Llama: KV cache; RWKV-7: a batched recurrent state), one generate_stream. Each completion ends
+    before its first stop token or stop string; the batch stops once every row has."""
+    Bn, Tn = len(prompts), max(map(len, prompts))
+    idx = torch.full((Bn, Tn), tok.eot_id, dtype=torch.long)
+    mask = torch.zeros(Bn, Tn, dtype=torch.bool)
+    for b, p in enumerate(prompts):
+        idx[b, Tn - len(p):], mask[b, Tn - len(p):] = torch.tensor(p, dtype=torch.long), True
+    outs, done = [[] for _ in prompts], [False] * Bn
+    stream = model.generate_stream(idx.to(device), max_new_tokens, temp, stop_tokens=stop_ids, generator=gen,
+                                   vocab_limit=tok.vocab_size, attention_mask=mask.to(device))
+    try:
+        for nxt in stream:
+            for b, t in enumerate(nxt.tolist()):
+                if done[b]:
+                    continue
+                if t in stop_ids:
+                    done[b] = True
+                    continue
+                outs[b].append(t)
+                done[b] = any(s in tok.decode(outs[b][-32:]) for s in stop_strs)  # a stop string just completed
+            if all(done):
+                break
+    finally:
+        stream.close()
+    texts = [tok.decode(o) for o in outs]
+    for s in stop_strs:  # lm-eval keeps the text before the first stop string
+        texts = [t.split(s)[0] for t in texts]
+    return texts
+
+
+def fit(model, ids):
+    """The last tokens of ids that leave max_new_tokens of room in a Llama's context (RWKV-7 has no limit), as
+    lm-eval truncates contexts on the left."""
+    if not hasattr(model, 'layers'):
+        return ids
+    if model.config.block_size <= max_new_tokens:
+        raise ConfigError(f"max_new_tokens ({max_new_tokens}) leaves no room for a prompt in block_size "
+                          f"{model.config.block_size}: lower it")
+    return ids[-(model.config.block_size - max_new_tokens):]
+
+
+def bench_eval(kind):
+    """Evaluate the run out_dir on `kind` ('gsm8k' | 'gsm_synth' | 'custom'): generate, score, write one line per
+    problem to out_dir/<kind>_<prompt>.jsonl, print the figures with 95% intervals. Returns the bench.jsonl record."""
+    from tqdm import tqdm
+    if prompt not in ('chat', 'fewshot') or fewshot_task not in ('gsm8k', 'gsm8k_cot'):
+        raise ConfigError(f"prompt must be chat or fewshot (got '{prompt}'), fewshot_task gsm8k or gsm8k_cot (got "
+                          f"'{fewshot_task}')")
+    if num_samples < 1 or (num_samples > 1 and temperature <= 0) or temperature < 0 or batch_size < 1:
+        raise ConfigError(f"need num_samples >= 1 (got {num_samples}), temperature > 0 for num_samples > 1 (got "
+                          f"{temperature}: greedy samples are all alike) and batch_size >= 1")
+    model, tok, ck = load_run(out_dir, ckpt)
+    problems, train_docs, src = eval_data(kind, ck.get('config', {}))
+    problems = problems[:limit or None]
+    if not problems:
+        raise ConfigError(f"no problems to evaluate in '{src}'")
+    bad = next((i for i, p in enumerate(problems) if official_extract(p['answer']) == '[invalid]'), None)
+    if kind != 'custom' and bad is not None:
+        raise ConfigError(f"problem {bad} of {src} has no '#### N' answer line: GSM8K-format answers are needed "
+                          f"(--task=custom scores other answers)")
+    scoring = 'custom' if kind == 'custom' else fewshot_task if prompt == 'fewshot' else 'gsm8k'
+    figures = ('match',) if kind == 'custom' else FIGURES
+    if prompt == 'chat':
+        ids = [chat.prompt(tok, p['question']) for p in problems]
+        texts, stop_strs = [tok.decode(i) for i in ids], []
+    else:
+        texts, stop_strs = fewshot_texts(problems, train_docs, fewshot_task), STOPS[fewshot_task]
+        ids = [[tok.eot_id] + tok.encode(t, special=False) for t in texts]  # a document starts after end-of-text
+    fitted = [fit(model, i) for i in ids]
+    texts = [t if len(f) == len(i) else tok.decode(f) for t, f, i in zip(texts, fitted, ids)]  # what the model saw
+    ids = fitted
+    stop_ids = sorted({tok.eot_id, tok.special['<|im_end|>']})
+    gen = torch.Generator(device=device).manual_seed(seed)
+    name = f"{kind}_{prompt}{'_cot' if prompt == 'fewshot' and fewshot_task == 'gsm8k_cot' else ''}" + \
+           (f"_maj{num_samples}" if num_samples > 1 else '')
+    os.makedirs(out_dir, exist_ok=True)
+    path = os.path.join(out_dir, name + '.jsonl')
+    right, per = Counter(), max(1, batch_size // num_samples)
+    bar = tqdm(total=len(problems), desc=name, file=sys.stderr, dynamic_ncols=True)
+    t0 = time.perf_counter()
+    with open(path, 'w', encoding='utf-8') as f:
+        for i in range(0, len(problems), per):
+            outs = complete(model, tok, [x for x in ids[i:i + per] for _ in range(num_samples)], stop_ids, stop_strs,
+                            temperature, gen)
+            for j, p in enumerate(problems[i:i + per]):
+                samples = outs[j * num_samples:(j + 1) * num_samples]
+                if kind == 'custom':
+                    preds = {'match': vote([custom_answer(s) for s in samples])}
+                    correct = {'match': custom_match(preds['match'], p['answer'])}
+                else:
+                    each = [extract_gsm8k(s, scoring) for s in samples]
+                    preds = {k: vote([e[k] for e in each]) for k in FIGURES[:3]}
+                    finals = [e['final-answer'] for e in each if e['final-answer'] is not None]
+                    preds['final-answer'] = vote(finals) if finals else None  # maj@k ignores replies without one
+                    correct = judge_gsm8k(preds, p['answer'], scoring)
+                right.update({k: int(v) for k, v in correct.items()})
+                f.write(json.dumps({'index': i + j, 'question': p['question'], 'answer': p['answer'],
+                                    'prompt': texts[i + j], 'output': samples[0] if num_samples == 1 else samples,
+                                    'preds': preds, 'correct': correct}) + '\n')
+            bar.update(len(outs) // num_samples)
+            bar.set_postfix_str(' '.join(f"{k.split('-')[0]} {right[k] / bar.n:.3f}" for k in figures))
+    bar.close()
+    dt, n = time.perf_counter() - t0, len(problems)
+    rows, res = [], {}
+    for k in figures:
+        acc = right[k] / n
+        lo, hi = wilson(right[k], n)
+        stderr = math.sqrt(acc * (1 - acc) / (n - 1)) if n > 1 else 0.0  # lm-eval's stderr of the mean
+        rows.append([k, f"{acc:.4f}", f"{stderr:.4f}", f"[{lo:.4f}, {hi:.4f}]", f"{right[k]} / {n}"])
+        res[k] = {'accuracy': acc, 'stderr': stderr, 'ci95': [lo, hi], 'right': right[k]}
+    how = 'greedy' if num_samples == 1 else f"maj@{num_samples}, temperature {temperature}"
+    print(f"\n{kind} ({src}), {n} problems, prompt "
+          f"{prompt}{'/' + fewshot_task if prompt == 'fewshot' else ''}, {how}, {ck['path']} (iteration "
+          f"{ck.get('iter_num', '?')}); {n / dt * 60:.1f} problems/min ({dt:.0f} s, batch {batch_size}); {path}\n")
+    table(['figure', 'accuracy', 'stderr', '95% interval (Wilson)', 'right / problems'], rows)
+    return record(kind, {'ckpt': ck['path'], 'data': src, 'problems': n, 'prompt': prompt, 'scoring': scoring,
+                         'num_samples': num_samples, 'temperature': temperature, 'max_new_tokens': max_new_tokens,
+                         'batch_size': batch_size, 'problems_per_min': n / dt * 60, 'results': res})
+
+
+def bench_distill():
+    """Rejection sampling (STaR-style self-distillation): num_samples chat-format replies per problem of --data, kept
+    when the final answer is right (distinct replies only), written as {"messages": [...]} lines that prepare.py
+    --format=chat reads, to out_dir/distill.jsonl."""
+    if not data:
+        raise ConfigError("--task=distill needs --data=train.jsonl (GSM8K-format problems)")
+    if num_samples > 1 and temperature <= 0:
+        raise ConfigError("--num_samples > 1 needs --temperature > 0 (greedy samples are all alike)")
+    model, tok, ck = load_run(out_dir, ckpt)
+    problems = read_problems(data)[:limit or None]
+    if not problems:
+        raise ConfigError(f"no problems in '{data}'")
+    stop_ids, gen = sorted({tok.eot_id, tok.special['<|im_end|>']}), torch.Generator(device=device).manual_seed(seed)
+    per, kept, solved, t0 = max(1, batch_size // num_samples), 0, 0, time.perf_counter()
+    path = os.path.join(out_dir, 'distill.jsonl')
+    from tqdm import tqdm
+    with open(path, 'w', encoding='utf-8') as f:
+        for i in tqdm(range(0, len(problems), per), desc='distill', file=sys.stderr):
+            chunk = problems[i:i + per]
+            outs = complete(model, tok, [fit(model, chat.prompt(tok, p['question'])) for p in chunk
+                                         for _ in range(num_samples)], stop_ids, (), temperature, gen)
+            for j, p in enumerate(chunk):
+                gold = chat.gsm8k_parts(p['answer'])[1] if '####' in p['answer'] else p['answer']
+                good = list(dict.fromkeys(o.strip() for o in outs[j * num_samples:(j + 1) * num_samples]
+                                          if custom_match(chat.final_answer(o) or '', gold)))
+                for reply in good:
+                    f.write(json.dumps({'messages': [{'role': 'user', 'content': p['question']},
+                                                     {'role': 'assistant', 'content': reply}]}) + '\n')
+                kept, solved = kept + len(good), solved + bool(good)
+    total = len(problems) * num_samples
+    print(f"\ndistill: {path}, {time.perf_counter() - t0:.0f} s\n")
+    table(['samples', 'kept (right, distinct)', 'problems with one kept'],
+          [[total, f"{kept} ({kept / total:.1%})", f"{solved} / {len(problems)}"]])
+    return record('distill', {'ckpt': ck['path'], 'data': data, 'samples': total, 'kept': kept, 'solved': solved,
+                              'path': path})
+
+
+# ---------------------------------------------------------------------------- perplexity
+def bench_perplexity(text_file=''):
+    """Loss (nats per counted token), perplexity and bits per byte of the run out_dir: on text_file, or on the val
+    shards of data_dir (default the run's). Plain data: consecutive windows of block_size tokens (every token but the
+    first predicted once). Chat data (mask shards): each example on its own from its start, only its supervised
+    tokens counted. bits/byte = total nats / ln 2 / UTF-8 bytes of the decoded counted tokens (special tokens as
+    their text). limit: the first `limit` windows or examples."""
+    import numpy as np
+    from shards import DataError, load_meta, load_split, read_shard
+    from tokenizer import get_tokenizer
+    model, tok, ck = load_run(out_dir, ckpt)
+    L = model.config.block_size
+    rows = []  # (x, y, joined): y = -1 where not counted; joined: its counted tokens continue the previous row's
+
+    def full():
+        return limit and len(rows) >= limit
+
+    def windows(tokens):
+        for s in range(0, len(tokens) - 1, L):
+            if full():
+                return
+            w = np.asarray(tokens[s:s + L + 1], dtype=np.int64)
+            rows.append((w[:-1], w[1:], s > 0))
+    if text_file:
+        if not os.path.isfile(text_file):
+            raise ConfigError(f"--data='{text_file}' not found: a text file to measure perplexity on")
+        windows([tok.eot_id] + tok.encode(open(text_file, encoding='utf-8').read(), special=False))
+        where, counted = text_file, 'every token (consecutive windows of block_size)'
+    else:
+        where = data_dir or ck.get('config', {}).get('data_dir', '')
+        try:
+            meta, shards = load_meta(where), load_split(where, 'val', model.config.vocab_size)
+            data_tok = get_tokenizer(meta['tokenizer'], where)
+        except (DataError, FileNotFoundError, ValueError) as e:
+            raise ConfigError(f"{e} (or give --data=file.txt or --data_dir)") from None
+        if (data_tok.spec, data_tok.blob) != (tok.spec, tok.blob):
+            raise ConfigError(f"{where} was tokenized with another tokenizer ('{data_tok.spec}') than the run's "
+                              f"('{tok.spec}'{', another model' if data_tok.spec == tok.spec else ''}): prepare the "
+                              f"data again with the run's tokenizer, or give --data=file.txt")
+        chat_data = meta.get('format') == 'chat'
+        counted = 'supervised tokens (assistant replies, mask_val_*.bin), each example from its start' if chat_data \
+            else 'every token (consecutive windows of block_size)'
+        for i, s in enumerate(shards):
+            if not chat_data:
+                windows(s)
+                continue
+            m = read_shard(os.path.join(where, f'mask_val_{i:03d}.bin'))
+            for start, n in np.load(os.path.join(where, f'idx_val_{i:03d}.npy'))[:, :2].tolist():
+                if full():
+                    break
+                ex, learn = np.asarray(s[start:start + n][:L + 1], np.int64), np.asarray(m[start:start + n][:L + 1])
+                rows.append((ex[:-1], np.where(learn[1:] > 0, ex[1:], -1), False))
+    runs = []  # the counted tokens as contiguous runs, decoded whole for the byte count
+    for _, y, joined in rows:
+        pieces = [r.tolist() for r in np.split(y, np.flatnonzero(np.diff(y == -1)) + 1) if len(r) and r[0] != -1]
+        if joined and runs and pieces and y[0] != -1:
+            runs[-1] += pieces.pop(0)
+        runs += pieces
+    nats, count = 0.0, 0
+    with torch.no_grad():
+        for i in range(0, len(rows), batch_size):
+            batch = rows[i:i + batch_size]
+            Tm = max(len(x) for x, _, _ in batch)
+            x = torch.zeros(len(batch), Tm, dtype=torch.long)
+            y = torch.full((len(batch), Tm), -1, dtype=torch.long)
+            for b, (xs, ys, _) in enumerate(batch):  # right padding: a causal model's earlier positions never see it
+                x[b, :len(xs)], y[b, :len(ys)] = torch.from_numpy(xs), torch.from_numpy(ys)
+            logits = model(x.to(device))[0]
+            nats += F.cross_entropy(logits.flatten(0, 1).float(), y.to(device).flatten(), ignore_index=-1,
+                                    reduction='sum').item()
+            count += int((y != -1).sum())
+    if count == 0:
+        raise ConfigError(f"no tokens to count in {where}")
+    nbytes = sum(len(tok.decode(r).encode('utf-8')) for r in runs)
+    loss = nats / count
+    print(f"\nperplexity of {ck['path']} on {where}: {counted}\n")
+    table(['data', 'tokens', 'loss (nats/token)', 'perplexity', 'bytes', 'bits/byte'],
+          [[where, f"{count:,}", f"{loss:.4f}", f"{math.exp(loss):.3f}", f"{nbytes:,}",
+            f"{nats / math.log(2) / nbytes:.4f}"]])
+    return record('perplexity', {'ckpt': ck['path'], 'data': where, 'counted': counted, 'tokens': count,
+                                 'loss': loss, 'perplexity': math.exp(loss), 'bytes': nbytes,
+                                 'bits_per_byte': nats / math.log(2) / nbytes})
+
+
+# ---------------------------------------------------------------------------- speed
+def train_defaults():
+    """train.py's config globals (plain literals) read from its source, without running it."""
+    tree = ast.parse(open(os.path.join(os.path.dirname(os.path.abspath(__file__)), 'train.py')).read())
+    out = {}
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+            try:
+                out[node.targets[0].id] = ast.literal_eval(node.value)
+            except ValueError:
+                pass
+    return out
+
+
+def speed_setup():
+    """(name, model_type, model_args, state dict or None, batch, block) for the speed task: out_dir's checkpoint,
+    else --config (a train.py config file), else the shape flags."""
+    if out_dir and any(os.path.isfile(os.path.join(out_dir, f)) for f in ('best.pt', 'ckpt.pt')):
+        model, _, ck = load_run(out_dir, ckpt)
+        cfg = ck.get('config', {})
+        return out_dir, ck['model_type'], ck['model_args'], model.state_dict(), cfg.get('batch_size', 8), \
+            min(cfg.get('block_size', model.config.block_size), model.config.block_size)
+    if config:
+        if not os.path.isfile(config):
+            raise ConfigError(f"--config='{config}' not found: a train.py config file (e.g. config/micro.py)")
+        g = train_defaults()
+        try:
+            exec(builtins.compile(open(config).read(), config, 'exec'), g)  # the global `compile` is a flag
+        except Exception as e:
+            raise ConfigError(f"config file '{config}' failed to run: {type(e).__name__}: {e}") from None
+        from model_llama import PRESETS
+        vocab = g['vocab_size']
+        if not vocab:
+            meta = os.path.join(g['data_dir'], 'meta.json')
+            vocab = 64 * math.ceil(json.load(open(meta))['vocab_size'] / 64) if os.path.isfile(meta) else 50304
+        if g.get('preset') and g['preset'] not in PRESETS:
+            raise ConfigError(f"unknown preset '{g['preset']}' in {config}: use one of {', '.join(PRESETS)}")
+        if g['model_type'] == 'llama':
+            shape = PRESETS[g['preset']] if g.get('preset') else {k: g[k] for k in ('n_layer', 'n_head', 'n_kv_head',
+                                                                                    'n_embd')}
+            args = dict(shape, intermediate_size=g['intermediate_size'], tie_embeddings=g['tie_embeddings'])
+        else:
+            args = dict(n_layer=g['n_layer'], n_embd=g['n_embd'], head_size=g['head_size'], dim_ffn=g['dim_ffn'])
+        return config, g['model_type'], dict(args, vocab_size=vocab, block_size=g['block_size']), None, \
+            g['batch_size'], g['block_size']
+    args = dict(n_layer=n_layer, n_embd=n_embd, vocab_size=vocab_size, block_size=block_size or 256)
+    args.update(dict(n_head=n_head, n_kv_head=n_kv_head) if model_type == 'llama' else dict(head_size=head_size))
+    return 'random', model_type, args, None, 8, block_size or 256
+
+
+def gen_speed(model, kind, ctx):
+    """(prefill tok/s, decode tok/s) of batch 1 greedy decoding of new_tokens after a random context of ctx tokens."""
+    idx = torch.randint(0, model.config.vocab_size, (1, ctx), device=device)
+
+    def prefill():
+        with torch.no_grad():
+            model(idx) if kind == 'llama' else model.step(idx)
+    p = timed(prefill)[0]
+    stream = model.generate_stream(idx, new_tokens + 1, temperature=0)
+    next(stream)  # the prefill and the first token
+    sync()
+    t0 = time.perf_counter()
+    n = sum(1 for _ in stream)
+    sync()
+    return ctx / p, n / (time.perf_counter() - t0)
+
+
+def bench_speed(train=True):
+    """Training step tokens/s, MFU and peak memory (burn_in untimed steps, then `steps` timed), and prefill/decode
+    tokens/s at each of `contexts`, per WKV implementation for RWKV-7. train=False: generation only (task generate)."""
+    import resource
+    from contextlib import nullcontext
+    name, kind, args, sd, bsz, blk = speed_setup()
+    bsz, blk = train_batch or bsz, block_size or blk
+    ctxs = [int(c) for c in contexts.split(',')]
+    dev_type = device.split(':')[0]
+    dt_name = dtype if dtype != 'auto' else ('bfloat16' if torch.cuda.is_bf16_supported(False) else 'float16') \
+        if dev_type == 'cuda' else 'float32'
+    if dt_name not in ('float32', 'bfloat16', 'float16'):
+        raise ConfigError(f"dtype must be auto, float32, bfloat16 or float16, not '{dtype}'")
+    amp = nullcontext() if dt_name == 'float32' else torch.autocast(dev_type, dtype=getattr(torch, dt_name))
+    Model, Config = model_class(kind)
+    train_rows, gen_rows, recs = [], [], []
+    for impl in (['sdpa'] if kind == 'llama' else impls.split(',')):
+        extra = {} if kind == 'llama' else dict(wkv_impl=impl, chunk_len=chunk_len)
+        if train:
+            model = Model(Config(**{**args, 'block_size': blk, **extra})).to(device)  # (MFU counts block_size)
+            if sd is not None:
+                model.load_state_dict(sd)
+            opt = model.configure_optimizers(0.1, 1e-4, (0.9, 0.95), dev_type)
+            fwd = torch.compile(model) if compile else model
+            x = torch.randint(0, args['vocab_size'], (bsz, blk), device=device)
+            y = torch.randint(0, args['vocab_size'], (bsz, blk), device=device)
+
+            def step():
+                with amp:
+                    loss = fwd(x, y)[1]
+                loss.backward()
+                opt.step()
+                opt.zero_grad(set_to_none=True)
+            for _ in range(burn_in):
+                step()
+            if dev_type == 'cuda':
+                torch.cuda.reset_peak_memory_stats(device)
+            sync()
+            t0 = time.perf_counter()
+            for _ in range(steps):
+                step()
+            sync()
+            dt = (time.perf_counter() - t0) / max(steps, 1)
+            mfu = model.estimate_mfu(bsz * blk, dt, device)
+            mem = torch.cuda.max_memory_allocated(device) if dev_type == 'cuda' else \
+                resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == 'darwin' else 1024)
+            train_rows.append([name, kind, impl, f"{model.get_num_params() / 1e6:.2f}M", f"{bsz} x {blk}",
+                               f"{bsz * blk / dt:,.0f}", f"{dt * 1000:.1f}", f"{mfu:.1%}" if mfu else '-',
+                               f"{mem / 2 ** 30:.2f} GiB" + ('' if dev_type == 'cuda' else ' (process RSS)')])
+            recs.append({'impl': impl, 'tok_per_s': bsz * blk / dt, 'ms_per_step': dt * 1000, 'mfu': mfu,
+                         'peak_mem_bytes': mem})
+            if profile:
+                if not out_dir:
+                    raise ConfigError("--profile=True writes its trace to out_dir: set --out_dir")
+                from torch.profiler import ProfilerActivity, profile as tprofile
+                acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if dev_type == 'cuda' else [])
+                with tprofile(activities=acts, record_shapes=True) as prof:
+                    for _ in range(3):
+                        step()
+                os.makedirs(out_dir, exist_ok=True)
+                trace = os.path.join(out_dir, f"trace_{kind}_{impl}.json")
+                prof.export_chrome_trace(trace)
+                print(f"profiler trace (chrome://tracing, perfetto.dev): {trace}", file=sys.stderr)
+            del model, opt, fwd
+        # generation: RoPE tables grow with block_size (no weights), so any context can be timed
+        model = Model(Config(**{**args, 'block_size': max(args['block_size'], max(ctxs) + new_tokens + 1),
+                                **extra})).to(device)
+        if sd is not None:
+            model.load_state_dict(sd)
+        model.eval()
+        for ctx in ctxs:
+            pre, dec = gen_speed(model, kind, ctx)
+            gen_rows.append([kind, impl, ctx, f"{pre:,.0f}", f"{dec:,.1f}"])
+            recs.append({'impl': impl, 'context': ctx, 'prefill_tok_per_s': pre, 'decode_tok_per_s': dec})
+        del model
+    print(f"\n{name}: {kind}{f', {dt_name} training step' if train else ''}, {device}, {torch.get_num_threads()} "
+          f"threads\n")
+    if train_rows:
+        table(['model', 'type', 'impl', 'params', 'batch x block', 'train tok/s', 'ms/step', 'MFU', 'peak memory'],
+              train_rows)
+        print()
+    table(['type', 'impl', 'context', 'prefill tok/s', 'decode tok/s (batch 1, greedy)'], gen_rows)
+    return record('speed' if train else 'generate', {'model': name, 'model_type': kind, 'dtype': dt_name,
+                                                     'device': device, 'batch': bsz, 'block': blk, 'results': recs})
 
 
 def bench_wkv():
@@ -76,7 +754,7 @@ def bench_wkv():
     names = impls.split(',') + (['chunked+compile'] if compile else [])
     print(f"WKV7, B={B} H={H} N={N} T={T}, fp32, {device}, {torch.get_num_threads()} threads; seconds, median (min)\n")
     print("| implementation | forward | forward+backward | fwd+bwd speed-up over naive |\n|---|---|---|---|")
-    base = None
+    base, recs = None, []
     for name in names:
         if name == 'chunked+compile':
             fn = torch.compile(fns['chunked'])
@@ -97,102 +775,84 @@ def bench_wkv():
         speedup = f"{base / fb[0]:.1f}x" if base else '-'
         print(f"| {name}{f' (L={chunk_len})' if 'chunked' in name else ''} | {f[0]:.3f} ({f[1]:.3f}) | "
               f"{fb[0]:.3f} ({fb[1]:.3f}) | {speedup} |", flush=True)
+        recs.append({'impl': name, 'forward_s': f[0], 'forward_backward_s': fb[0]})
+    return record('wkv', {'shape': [B, T, H, N], 'chunk_len': chunk_len, 'device': device, 'results': recs})
 
 
-def bench_generate():
-    if out_dir:
-        import os
-        ckpt = torch.load(os.path.join(out_dir, 'ckpt.pt'), map_location='cpu', weights_only=False)
-        kind, args = ckpt['model_type'], ckpt['model_args']
-    else:
-        kind, ckpt = model_type, None
-        args = dict(n_layer=n_layer, n_embd=n_embd, vocab_size=vocab_size, block_size=max(map(int, contexts.split(',')))
-                    + new_tokens + 1)
-        if kind == 'llama':
-            args.update(n_head=n_head, n_kv_head=n_kv_head)
-    if kind == 'llama':
-        from model_llama import Llama as Model, LlamaConfig as Config
-    else:
-        from model_rwkv7 import RWKV7 as Model, RWKV7Config as Config
-    model = Model(Config(**args))
-    if ckpt is not None:
-        model.load_state_dict(ckpt['model'])
-    model.eval().to(device)
-    print(f"{kind}: {model.get_num_params() / 1e6:.1f}M parameters, batch 1, fp32, {device}; greedy decoding of "
-          f"{new_tokens} tokens after the context\n")
-    print("| context | prefill tok/s | decode tok/s |\n|---|---|---|")
-    for ctx in map(int, contexts.split(',')):
-        if ctx + new_tokens > model.config.block_size and kind == 'llama':
-            print(f"| {ctx} | - | - (longer than block_size {model.config.block_size}) |")
-            continue
-        idx = torch.randint(0, model.config.vocab_size, (1, ctx), device=device)
-
-        def prefill():
-            with torch.no_grad():
-                model(idx) if kind == 'llama' else model.step(idx)
-        p = timed(prefill)[0]
-        gen = model.generate_stream(idx, new_tokens + 1, temperature=0)
-        next(gen)  # the prefill and the first token
-        t0 = time.perf_counter()
-        n = sum(1 for _ in gen)
-        d = (time.perf_counter() - t0) / n
-        print(f"| {ctx} | {ctx / p:,.0f} | {1 / d:,.1f} |", flush=True)
-
-
-def load_run(path):
-    """(model, tokenizer, checkpoint) of a run's best.pt (else ckpt.pt), in eval mode on `device`."""
-    import os
-    from tokenizer import tokenizer_from_state
-    name = 'best.pt' if os.path.isfile(os.path.join(path, 'best.pt')) else 'ckpt.pt'
-    if not os.path.isfile(os.path.join(path, name)):
-        raise ConfigError(f"no checkpoint in '{path}': set --out_dir to a run")
-    ckpt = torch.load(os.path.join(path, name), map_location='cpu', weights_only=False)
-    if ckpt['model_type'] == 'llama':
-        from model_llama import Llama as Model, LlamaConfig as Config
-    else:
-        from model_rwkv7 import RWKV7 as Model, RWKV7Config as Config
-    model = Model(Config(**ckpt['model_args']))
-    model.load_state_dict(ckpt['model'])
-    return model.eval().to(device), tokenizer_from_state(ckpt['tokenizer']), ckpt
+# ---------------------------------------------------------------------------- curves
+def bench_curves():
+    """out_dir/log.jsonl (train.py's log) -> out_dir/curves.png: loss (train steps, eval train/val), learning rate,
+    tokens/s and any accuracy the log holds (keys with 'acc'), against the iteration."""
+    path = os.path.join(out_dir, 'log.jsonl')
+    if not os.path.isfile(path):
+        raise ConfigError(f"no {path}: --task=curves plots a run's training log (set --out_dir)")
+    try:
+        import matplotlib
+        matplotlib.use('Agg')
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise ConfigError("--task=curves needs matplotlib, an optional dependency: pip install matplotlib") from None
+    recs = [json.loads(line) for line in open(path) if line.strip()]
+    keys = sorted({k for r in recs for k, v in r.items() if isinstance(v, (int, float)) and k != 'iter'})
+    panels = [('loss', ['loss', 'train_loss', 'val_loss']), ('learning rate', ['lr']), ('tokens/s', ['tok_per_s']),
+              ('accuracy', [k for k in keys if 'acc' in k])]
+    fig, axes = plt.subplots(2, 2, figsize=(12, 8))
+    rows = []
+    for ax, (title, series) in zip(axes.flat, panels):
+        for key in series:
+            pts = [(r['iter'], r[key]) for r in recs if 'iter' in r and isinstance(r.get(key), (int, float))]
+            if pts:
+                label = {'loss': 'training steps', 'train_loss': 'eval: train', 'val_loss': 'eval: val'}.get(key, key)
+                ax.plot(*zip(*pts), label=label, marker='.' if len(pts) < 50 else None)
+                vals = [v for _, v in pts]
+                rows.append([key, len(pts), f"{vals[-1]:.4g}", f"{min(vals):.4g}", f"{max(vals):.4g}"])
+        ax.set_title(title)
+        ax.set_xlabel('iteration')
+        if ax.lines:
+            ax.legend()
+        else:
+            ax.text(0.5, 0.5, 'not in log.jsonl', ha='center', va='center', transform=ax.transAxes)
+    fig.suptitle(out_dir)
+    fig.tight_layout()
+    png = os.path.join(out_dir, 'curves.png')
+    fig.savefig(png, dpi=100)
+    plt.close(fig)
+    print(f"\n{png}\n")
+    table(['series', 'points', 'last', 'min', 'max'], rows)
+    return record('curves', {'png': png, 'series': [r[0] for r in rows]})
 
 
 def bench_accuracy():
-    """Greedy zero-shot answers in the chat format; a problem is right when the number after '**Final Answer:**'
-    equals the number after the gold answer's '####' (both normalised). Prints accuracy with a 95% interval."""
-    import json
-    import math
-    import os
-    import chat
-    if not os.path.isfile(data):
-        raise ConfigError(f"--data='{data}' not found: a jsonl of {{'question', 'answer'}} (e.g. data/<run>/test.jsonl)")
-    model, tok, ckpt = load_run(out_dir)
-    problems = [json.loads(line) for line in open(data) if line.strip()][:limit or None]
-    stops = [tok.special['<|im_end|>'], tok.eot_id]
-    right, t0 = 0, time.perf_counter()
-    for i, p in enumerate(problems, 1):
-        ids = chat.prompt(tok, p['question'])
-        x = torch.tensor([ids[-(model.config.block_size - max_new_tokens):] if ckpt['model_type'] == 'llama'
-                          else ids], device=device)
-        out = model.generate(x, max_new_tokens, temperature=0, stop_tokens=stops, vocab_limit=tok.vocab_size)
-        reply = tok.decode([t for t in out[0, x.size(1):].tolist() if t not in stops])
-        right += chat.final_answer(reply) == chat.gsm8k_parts(p['answer'])[1]
-        if i % 50 == 0 or i == len(problems):
-            print(f"{i}/{len(problems)}: accuracy {right / i:.3f}", file=sys.stderr, flush=True)
-    acc, n = right / len(problems), len(problems)
-    half = 1.96 * math.sqrt(acc * (1 - acc) / n)
-    print(f"| run | problems | accuracy | 95% interval | problems/min |\n|---|---|---|---|---|\n"
-          f"| {out_dir} | {n} | {acc:.3f} | [{max(0, acc - half):.3f}, {min(1, acc + half):.3f}] | "
-          f"{n / (time.perf_counter() - t0) * 60:.0f} |")
-    return acc
+    """The earlier task: gsm8k (chat prompt by default), then its final-answer figure in the earlier one-row table."""
+    rec = bench_eval('gsm8k')
+    r = rec['results']['final-answer']
+    print(f"\n| run | problems | accuracy | 95% interval | problems/min |\n|---|---|---|---|---|\n| {out_dir} | "
+          f"{rec['problems']} | {r['accuracy']:.3f} | [{r['ci95'][0]:.3f}, {r['ci95'][1]:.3f}] | "
+          f"{rec['problems_per_min']:.0f} |")
+
+
+def main(name):
+    if name == 'all':  # everything that applies to the run; a part that cannot run says why and the rest goes on
+        for part in [lambda: bench_perplexity()] + ([lambda: bench_eval('gsm8k')] if data else []) + \
+                [lambda: bench_speed(), bench_curves]:
+            try:
+                part()
+            except ConfigError as e:
+                print(f"bench.py: skipped: {e}", file=sys.stderr)
+        return
+    if name not in TASKS:
+        raise ConfigError(f"unknown task '{name}': use {', '.join(TASKS)}")
+    {'wkv': bench_wkv, 'generate': lambda: bench_speed(train=False), 'speed': bench_speed,
+     'gsm8k': lambda: bench_eval('gsm8k'), 'accuracy': bench_accuracy,
+     'gsm_synth': lambda: bench_eval('gsm_synth'), 'custom': lambda: bench_eval('custom'),
+     'perplexity': lambda: bench_perplexity(data), 'curves': bench_curves, 'distill': bench_distill}[name]()
 
 
 if __name__ == '__main__':
     try:
         configure(globals(), verbose=False)
         device = pick_device(device)
-        if task not in ('wkv', 'generate', 'accuracy'):
-            raise ConfigError(f"unknown task '{task}': use wkv, generate or accuracy")
-        {'wkv': bench_wkv, 'generate': bench_generate, 'accuracy': bench_accuracy}[task]()
+        main(task)
     except ConfigError as e:
         print(f"bench.py: error: {e}", file=sys.stderr)
         sys.exit(1)

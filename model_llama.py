@@ -78,8 +78,9 @@ def rope_tables(head_dim, max_len, theta):
 
 
 def apply_rope(x, cos, sin):
-    """Rotate x (B, H, T, D) by the tables (T, D) of rope_tables: x*cos + rotate_half(x)*sin, where
-    rotate_half(x) = cat(-x2, x1) for the halves x1, x2 of the last dim (Hugging Face's layout)."""
+    """Rotate x (B, H, T, D) by the tables (T, D) of rope_tables, or by per-row rows of them (B, 1, T, D):
+    x*cos + rotate_half(x)*sin, where rotate_half(x) = cat(-x2, x1) for the halves x1, x2 of the last dim (Hugging
+    Face's layout)."""
     return torch.addcmul(x * cos, x.roll(x.size(-1) // 2, dims=-1), sin)
 
 
@@ -97,7 +98,8 @@ class Attention(nn.Module):
         self.dropout = cfg.dropout
         self.cache = None  # (k, v) each (B, n_kv_head, max_len, head_dim) while generating
 
-    def forward(self, x, cos, sin, pos):
+    def forward(self, x, cos, sin, pos, keep=None):
+        """keep: (B, >= pos + T) bool, False on the left padding of a batched generation (see Llama.forward)."""
         B, T, C = x.shape
         q = self.q_proj(x).view(B, T, self.n_head, self.head_dim).transpose(1, 2)
         k = self.k_proj(x).view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)
@@ -113,6 +115,10 @@ class Attention(nn.Module):
                 causal = False
                 if T > 1:
                     mask = torch.ones(T, pos + T, dtype=torch.bool, device=x.device).tril(diagonal=pos)
+        if keep is not None:  # causal, and never a pad key; a pad query sees itself so that no row is empty (NaN)
+            i = torch.arange(pos, pos + T, device=x.device)[:, None]
+            j = torch.arange(k.size(2), device=x.device)
+            mask, causal = (j <= i) & (keep[:, None, None, :k.size(2)] | (j == i)), False  # (B, 1, T, S)
         if self.n_kv_head != self.n_head:  # each K/V head serves n_head // n_kv_head query heads
             k = k.repeat_interleave(self.n_head // self.n_kv_head, dim=1)
             v = v.repeat_interleave(self.n_head // self.n_kv_head, dim=1)
@@ -143,8 +149,8 @@ class Block(nn.Module):
         self.mlp = MLP(cfg)
         self.drop = nn.Dropout(cfg.dropout)
 
-    def forward(self, x, cos, sin, pos):
-        x = x + self.drop(self.self_attn(self.input_layernorm(x), cos, sin, pos))
+    def forward(self, x, cos, sin, pos, keep=None):
+        x = x + self.drop(self.self_attn(self.input_layernorm(x), cos, sin, pos, keep))
         return x + self.drop(self.mlp(self.post_attention_layernorm(x)))
 
 
@@ -179,10 +185,12 @@ class Llama(nn.Module):
         n = sum(p.numel() for p in self.parameters())
         return n - self.embed_tokens.weight.numel() if non_embedding else n
 
-    def forward(self, idx, targets=None, loss_mask=None, pos=0, last_only=False):
+    def forward(self, idx, targets=None, loss_mask=None, pos=0, last_only=False, attention_mask=None):
         """idx: (B, T) int64 token ids, T <= block_size - pos.
         targets: (B, T) int64 next-token ids, -1 = ignored; loss_mask: (B, T) 0/1, 0 = ignored.
         pos: position of idx[:, 0] (> 0 only with a KV cache, see generate); last_only: logits of the last position.
+        attention_mask: (B, pos + T) 0/1 or bool over every slot so far, 0 on left padding (batched generation): pad
+        slots are never attended and each row's RoPE positions start at its first real token.
         Returns (logits, loss): logits (B, T, vocab_size) float (B, 1, vocab_size with last_only), loss the mean
         cross-entropy over the counted targets (a 0-dim tensor) or None without targets."""
         B, T = idx.shape
@@ -190,13 +198,18 @@ class Llama(nn.Module):
             raise ValueError(f"sequence of {pos + T} tokens is longer than block_size {self.config.block_size}")
         if pos and self.layers[0].self_attn.cache is None:
             raise ValueError("pos > 0 needs the KV cache of the tokens before it (see generate_stream)")
-        cos, sin = self.rope_cos[pos:pos + T], self.rope_sin[pos:pos + T]
+        keep = None if attention_mask is None else attention_mask.bool()
+        if keep is None:
+            cos, sin = self.rope_cos[pos:pos + T], self.rope_sin[pos:pos + T]
+        else:  # per-row positions: the number of real tokens before each slot
+            p = (keep.long().cumsum(dim=1) - 1).clamp(min=0)[:, pos:pos + T]
+            cos, sin = self.rope_cos[p][:, None], self.rope_sin[p][:, None]  # (B, 1, T, head_dim)
         x = self.drop(self.embed_tokens(idx))
         for block in self.layers:
             if self.grad_checkpoint and self.training:
-                x = checkpoint(block, x, cos, sin, pos, use_reentrant=False)
+                x = checkpoint(block, x, cos, sin, pos, keep, use_reentrant=False)
             else:
-                x = block(x, cos, sin, pos)
+                x = block(x, cos, sin, pos, keep)
         x = self.norm(x)
         if targets is None:
             return self.lm_head(x[:, -1:] if last_only else x).float(), None
@@ -237,36 +250,40 @@ class Llama(nn.Module):
 
     @torch.no_grad()
     def generate_stream(self, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None, stop_tokens=None,
-                        generator=None, vocab_limit=None):
+                        generator=None, vocab_limit=None, attention_mask=None):
         """Yield the next tokens, a (B,) int64 tensor per step, for prompts idx (B, T). Prefills a KV cache once,
         then runs one token per step. Stops after max_new_tokens, or once every row has produced a stop token
         (rows that stopped keep yielding that stop token). Past block_size the context is cropped to the last
         block_size tokens and re-encoded each step, as nanoGPT does. vocab_limit: never sample ids >= it (the
-        tokenizer's vocabulary, when the model's is padded)."""
+        tokenizer's vocabulary, when the model's is padded). attention_mask: (B, T) 0/1, 0 on the left padding of
+        prompts of different lengths batched together; each row then generates what it would alone."""
         was_training = self.training
         self.eval()
         stop = torch.tensor(sorted(stop_tokens or []), dtype=torch.long, device=idx.device)
         done = torch.zeros(idx.size(0), dtype=torch.bool, device=idx.device)
-        dtype = self.embed_tokens.weight.dtype
+        dtype, L = self.embed_tokens.weight.dtype, self.config.block_size
+        keep = None if attention_mask is None or attention_mask.all() else attention_mask.bool()[:, -L:]
         try:
             self._reset_cache(idx.size(0), idx.device, dtype)
-            seq, pos, new = idx[:, -self.config.block_size:], 0, None
+            seq, pos, new = idx[:, -L:], 0, None
             for _ in range(max_new_tokens):
                 if new is None:                              # prefill the whole (cropped) context
-                    logits, _ = self(seq, pos=0, last_only=True)
+                    logits, _ = self(seq, pos=0, last_only=True, attention_mask=keep)
                     pos = seq.size(1)
-                elif pos < self.config.block_size:           # one token through the cache
-                    logits, _ = self(new[:, None], pos=pos, last_only=True)
+                elif pos < L:                                # one token through the cache
+                    logits, _ = self(new[:, None], pos=pos, last_only=True, attention_mask=keep)
                     pos += 1
                 else:                                        # cache full: crop and re-encode
-                    seq = seq[:, -self.config.block_size:]
-                    logits, _ = self(seq, pos=0, last_only=True)
+                    seq, keep = seq[:, -L:], None if keep is None else keep[:, -L:]
+                    logits, _ = self(seq, pos=0, last_only=True, attention_mask=keep)
                 logits = logits[:, -1, :vocab_limit]
                 nxt = sample_next(logits, temperature, top_k, top_p, generator)
                 if len(stop):
                     nxt = torch.where(done, seq[:, -1] if new is not None else nxt, nxt)
                     done |= torch.isin(nxt, stop)
                 seq, new = torch.cat([seq, nxt[:, None]], dim=1), nxt
+                if keep is not None:
+                    keep = torch.cat([keep, keep.new_ones(keep.size(0), 1)], dim=1)
                 yield nxt
                 if len(stop) and done.all():
                     break
@@ -276,11 +293,11 @@ class Llama(nn.Module):
 
     @torch.no_grad()
     def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None, stop_tokens=None,
-                 generator=None, vocab_limit=None):
+                 generator=None, vocab_limit=None, attention_mask=None):
         """idx (B, T) int64 -> (B, T + n) int64 with n <= max_new_tokens new tokens; see generate_stream.
         temperature 0 is greedy decoding."""
         out = [idx] + [t[:, None] for t in self.generate_stream(idx, max_new_tokens, temperature, top_k, top_p,
-                                                                 stop_tokens, generator, vocab_limit)]
+                                                                 stop_tokens, generator, vocab_limit, attention_mask)]
         return torch.cat(out, dim=1)
 
 

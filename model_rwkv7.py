@@ -347,17 +347,44 @@ class RWKV7(nn.Module):
         return flops * tokens_per_iter / dt / peak
 
     @torch.no_grad()
+    def prefill_padded(self, idx, attention_mask):
+        """step() for left-padded prompts idx (B, T) with attention_mask (B, T) 0/1 (0 = padding): the rows of each
+        prompt length go through step() together on their real tokens only, so padding never touches a state (exact).
+        Returns (logits of each row's last token (B, 1, vocab_size), the batch's state). Raises ValueError if the
+        mask is not a left padding."""
+        keep = attention_mask.bool()
+        B, T = idx.shape
+        lens = keep.sum(dim=1)
+        if not torch.equal(keep, torch.arange(T, device=keep.device) >= T - lens[:, None]) or lens.min() < 1:
+            raise ValueError("attention_mask must be a left padding (0s then 1s) with at least one token per row")
+        logits, state = None, None
+        for n in lens.unique().tolist():
+            rows = (lens == n).nonzero()[:, 0]
+            lg, st = self.step(idx[rows, T - n:])
+            if state is None:
+                logits = lg.new_zeros(B, 1, lg.size(-1))
+                state = {k: v.new_zeros(v.size(0), B, *v.shape[2:]) for k, v in st.items()}
+            logits[rows] = lg[:, -1:]
+            for k in state:
+                state[k][:, rows] = st[k]
+        return logits, state
+
+    @torch.no_grad()
     def generate_stream(self, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None, stop_tokens=None,
-                        generator=None, vocab_limit=None):
+                        generator=None, vocab_limit=None, attention_mask=None):
         """Yield the next tokens, (B,) int64 per step, for prompts idx (B, T): the prompt goes through step() once,
         then one token per step with the recurrent state (constant time and memory per token). Stops after
-        max_new_tokens or once every row produced a stop token (finished rows repeat it)."""
+        max_new_tokens or once every row produced a stop token (finished rows repeat it). attention_mask: (B, T) 0/1,
+        0 on the left padding of prompts of different lengths batched together (see prefill_padded)."""
         was_training = self.training
         self.eval()
         stop = torch.tensor(sorted(stop_tokens or []), dtype=torch.long, device=idx.device)
         done = torch.zeros(idx.size(0), dtype=torch.bool, device=idx.device)
         try:
-            logits, state = self.step(idx)
+            if attention_mask is None or attention_mask.all():
+                logits, state = self.step(idx)
+            else:
+                logits, state = self.prefill_padded(idx, attention_mask)
             for _ in range(max_new_tokens):
                 nxt = sample_next(logits[:, -1, :vocab_limit], temperature, top_k, top_p, generator)
                 if len(stop):
@@ -372,10 +399,10 @@ class RWKV7(nn.Module):
 
     @torch.no_grad()
     def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None, stop_tokens=None,
-                 generator=None, vocab_limit=None):
+                 generator=None, vocab_limit=None, attention_mask=None):
         """idx (B, T) -> (B, T + n), n <= max_new_tokens; temperature 0 = greedy. See generate_stream."""
         out = [idx] + [t[:, None] for t in self.generate_stream(idx, max_new_tokens, temperature, top_k, top_p,
-                                                                 stop_tokens, generator, vocab_limit)]
+                                                                 stop_tokens, generator, vocab_limit, attention_mask)]
         return torch.cat(out, dim=1)
 
     @classmethod
