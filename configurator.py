@@ -37,8 +37,9 @@ def _check_key(key, keys):
 
 
 def _coerce(key, value, default):
-    """Return `value` as the type of `default`; int -> float is allowed, anything else mismatched is an error."""
-    if default is None or value is None:
+    """Return `value` as the type of `default`; int -> float is allowed, anything else mismatched is an error (None
+    too: only a key whose default is None takes any value)."""
+    if default is None:
         return value
     if isinstance(default, bool) or isinstance(value, bool):
         if isinstance(default, bool) and isinstance(value, bool):

@@ -143,8 +143,9 @@ def on_uncaught(kind, e, tb):
 sys.excepthook = on_uncaught
 try:
     config = configure(globals())
-    _save_pause = float(os.environ.get('TRAIN_SAVE_PAUSE', 0))  # test hooks (test_train.py): seconds to wait inside
-    _nan_iters = {int(i) for i in os.environ.get('TRAIN_NAN_ITERS', '').split(',') if i}  # a checkpoint write; NaNs
+    # test hooks (test_train.py): a pause in each write of ckpt.pt before the rename; NaN losses at these iterations
+    _save_pause = float(os.environ.get('TRAIN_SAVE_PAUSE', 0))
+    _nan_iters = {int(i) for i in os.environ.get('TRAIN_NAN_ITERS', '').split(',') if i}
     ddp = 'RANK' in os.environ  # launched by torchrun: one process per GPU (or per share of the CPU cores)
     ddp_rank, ddp_local_rank, ddp_world_size = (int(os.environ[k]) for k in ('RANK', 'LOCAL_RANK', 'WORLD_SIZE')) \
         if ddp else (0, 0, 1)
@@ -468,21 +469,24 @@ if ddp:  # only trainable parameters (all of them, or the LoRA adapters) join th
 
 @torch.no_grad()
 def estimate_loss():
-    """Mean loss over eval_iters batches of each split, always the same batches (a fixed seed), so evals compare."""
+    """Mean loss over the target tokens of eval_iters batches of each split, always the same batches (a fixed seed),
+    so evals compare."""
     out = {}
     eval_model.eval()
     for split in ('train', 'val'):
         gen = torch.Generator().manual_seed(seed + 1)
-        losses = torch.zeros(eval_iters, device=device)
+        sums = torch.zeros(2, eval_iters, device=device)  # loss x tokens and tokens of each batch
         for k in range(eval_iters):
             picks = draw(split, gen)
             if k % ddp_world_size == ddp_rank:  # DDP: each rank its share of the batches, summed below
                 X, Y = get_batch(split, picks)
-                with ctx:
-                    losses[k] = eval_model(X, Y)[1]
+                n = int((Y != -1).sum())
+                if n:  # chat data: rows may hold no supervised token
+                    with ctx:
+                        sums[0, k], sums[1, k] = eval_model(X, Y)[1] * n, n
         if ddp:
-            torch.distributed.all_reduce(losses)
-        out[split] = losses.mean().item()
+            torch.distributed.all_reduce(sums)
+        out[split] = (sums[0].sum() / sums[1].sum()).item()  # the mean over all target tokens
     eval_model.train()
     return out
 
@@ -545,7 +549,6 @@ def save(name, with_state):
                      + (f"the previous {path} (iteration {on_disk[name]}) is kept as it was" if name in on_disk
                         else f"no earlier {name} of this run") + ". Free some space and resume with --init_from=resume")
         else:
-            on_disk[name] = iter_num
             if with_state and keep_last:
                 keep_checkpoint(path)
     if ddp:
@@ -554,6 +557,7 @@ def save(name, with_state):
         error = box[0] if master_process or box[0] is None else "rank 0 could not save a checkpoint: stopping"
     if error:
         fail(error)
+    on_disk[name] = iter_num
 
 
 def keep_checkpoint(path):
@@ -636,7 +640,8 @@ while True:
             print(f"saved {out_dir}/ckpt.pt")
     if iter_num >= max_iters or stop_requested:
         if stop_requested and iter_num > start_iter:
-            save('ckpt.pt', with_state=True)
+            if on_disk.get('ckpt.pt') != iter_num:  # not saved just now by the eval
+                save('ckpt.pt', with_state=True)
             print(f"saved {out_dir}/ckpt.pt at iteration {iter_num}; resume with --init_from=resume")
         break
 
@@ -656,8 +661,10 @@ while True:
         if ddp:  # all-reduce the gradients once, in the backward pass of the last micro-batch
             model.require_backward_grad_sync = k == micro_steps - 1
         with ctx:
-            _, loss = model(X, Y)
-            loss = loss * (n / total) * (float('nan') if iter_num in _nan_iters else 1.0)
+            logits, loss = model(X, Y)  # chat data: with no supervised token in the micro-batch the mean is NaN
+            loss = loss * (n / total) if n else logits.sum() * 0.0  # and it adds nothing (the backward still runs)
+            if iter_num in _nan_iters:
+                loss = loss * float('nan')
         scaler.scale(loss * ddp_world_size).backward()  # DDP averages the ranks' gradients; the window wants a sum
         step_loss += loss.detach()
     stats = torch.stack([step_loss, torch.tensor(float(stop_signal), device=device),

@@ -1,0 +1,451 @@
+"""
+Tests of train.py's scale-out and failure handling: DDP on the CPU with gloo (2 processes train like 1, also LoRA),
+exact resume after SIGKILL (at a random iteration, during a checkpoint write, under DDP), keep_last, non-finite
+losses, a full disk, SIGTERM, out of memory, and a table of bad inputs that must get a clear one-line error, exit
+status 1 and no changed file.  python -m pytest test_train.py  (CPU: 75-85 s on 2 busy cores, ~65 s of CPU time)
+
+Runs are a 2 x 32 Llama, fp32, dropout 0, so they compare bitwise: on 32-token rows of a small byte-tokenized text,
+and for LoRA on gsm_synth chat data. Runs that go on from the middle start from a copy of the reference run's
+ckpt_000012.pt (keep_last).
+"""
+
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+
+import numpy as np
+import pytest
+import torch
+
+from configurator import ConfigError, configure
+from shards import write_shard
+from tokenizer import get_tokenizer
+
+ROOT = os.path.dirname(os.path.abspath(__file__))
+TRAIN = os.path.join(ROOT, 'train.py')
+TEXT = ''.join(f"Line {i}: the quick brown fox jumps over the lazy dog {i * 7 % 13} times.\n" for i in range(400))
+ENV = {**os.environ, 'OMP_NUM_THREADS': '1'}
+# 20 iterations of 2 micro-batches, an eval and a checkpoint every 4; the learning rate depends only on the
+# iteration (lr_decay_iters is fixed), so a run stopped with any max_iters and resumed follows the reference
+ARGS = ['--data_dir=d', '--block_size=32', '--batch_size=4', '--gradient_accumulation_steps=2', '--n_layer=2',
+        '--n_head=4', '--n_kv_head=2', '--n_embd=32', '--eval_interval=4', '--eval_iters=2', '--log_interval=1',
+        '--warmup_iters=3', '--lr_decay_iters=20', '--learning_rate=3e-3', '--device=cpu', '--keep_last=3']
+
+
+def command(nproc):
+    if not nproc:
+        return [sys.executable, TRAIN]
+    return [sys.executable, '-m', 'torch.distributed.run', '--standalone', f'--nproc_per_node={nproc}', TRAIN]
+
+
+def train(*args, cwd, nproc=0, check=True, env=None):
+    p = subprocess.run([*command(nproc), *args], cwd=cwd, capture_output=True, text=True, timeout=180,
+                       env={**ENV, **(env or {})})
+    if check and p.returncode != 0:
+        raise AssertionError(f"train.py {args} failed ({p.returncode}):\n{p.stdout[-3000:]}\n{p.stderr[-3000:]}")
+    return p
+
+
+def start(*args, cwd, nproc=0, env=None):
+    return subprocess.Popen([*command(nproc), *args], cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, env={**ENV, **(env or {})})
+
+
+def wait_for(proc, prefix):
+    """Read proc's output until a line starts with prefix; return the lines read."""
+    lines = []
+    for line in proc.stdout:
+        lines.append(line)
+        if line.startswith(prefix):
+            return lines
+    raise AssertionError(f"no line '{prefix}' in the output:\n{''.join(lines)[-3000:]}")
+
+
+def kill_hard(proc):
+    """SIGKILL a process and its children (torchrun's workers) at once, as a crash of the machine would."""
+    kids = []
+    for pid in filter(str.isdigit, os.listdir('/proc')):
+        try:
+            if int(open(f'/proc/{pid}/stat').read().rsplit(')', 1)[1].split()[1]) == proc.pid:
+                kids.append(int(pid))
+        except (OSError, IndexError, ValueError):
+            pass
+    for pid in kids + [proc.pid]:
+        os.kill(pid, signal.SIGKILL)
+    proc.communicate(timeout=60)
+
+
+def ckpt(path):
+    return torch.load(path, map_location='cpu', weights_only=False)
+
+
+def same_weights(a, b):
+    a, b = (ckpt(p)['model'] if isinstance(p, (str, os.PathLike)) else p for p in (a, b))
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def losses(out_dir):
+    """{iteration: training loss} from log.jsonl; a line repeated after a resume keeps the later value."""
+    return {r['iter']: r['loss'] for r in map(json.loads, open(os.path.join(out_dir, 'log.jsonl'))) if 'loss' in r}
+
+
+def from_ref(tmp, name):
+    """A new out_dir holding the reference run's checkpoint of iteration 12 as ckpt.pt: a run stopped there."""
+    os.makedirs(tmp / name)
+    shutil.copy(tmp / 'ref' / 'ckpt_000012.pt', tmp / name / 'ckpt.pt')
+    return tmp / name
+
+
+@pytest.fixture(scope='module')
+def tmp(tmp_path_factory):
+    """The data (d) and the reference: one process, 20 iterations, never stopped (ref)."""
+    tmp = tmp_path_factory.mktemp('train')
+    (tmp / 'input.txt').write_text(TEXT)
+    tok, n = get_tokenizer('byte'), len(TEXT) * 9 // 10  # what prepare.py --tokenizer=byte writes, without its start
+    os.makedirs(tmp / 'd')
+    for split, text in (('train', TEXT[:n]), ('val', TEXT[n:])):
+        write_shard(str(tmp / 'd' / f'{split}_000.bin'), [tok.eot_id] + tok.encode(text), tok.vocab_size)
+    (tmp / 'd' / 'meta.json').write_text(json.dumps({'tokenizer': 'byte', 'vocab_size': tok.vocab_size,
+                                                      'eot_id': tok.eot_id}))
+    train(*ARGS, '--out_dir=ref', '--max_iters=20', cwd=tmp)
+    return tmp
+
+
+@pytest.fixture(scope='module')
+def ddp_run(tmp):
+    """The reference's config on 2 processes (gloo), each running 1 of the 2 micro-batches of a step."""
+    return train(*ARGS, '--out_dir=ddp', '--max_iters=20', cwd=tmp, nproc=2)
+
+
+# ---------------------------------------------------------------------------- DDP
+def test_two_processes_train_like_one(tmp, ddp_run):
+    assert 'tokens per iteration: 256 (2 x 4 x 32), device cpu, dtype float32, 2 processes' in ddp_run.stdout
+    assert ddp_run.stdout.count('\niter 7: loss') == 1  # rank 0 alone logs
+    one, two = losses(tmp / 'ref'), losses(tmp / 'ddp')
+    assert sorted(one) == sorted(two) == list(range(1, 21))
+    diff = max(abs(one[i] - two[i]) for i in one)
+    print(f"largest difference of the training loss over 20 steps, 1 vs 2 processes: {diff:.3g}")
+    assert diff < 1e-5
+    evals = [[r['val_loss'] for r in map(json.loads, open(tmp / d / 'log.jsonl')) if 'val_loss' in r]
+             for d in ('ref', 'ddp')]
+    assert len(evals[0]) == 6 and np.allclose(evals[0], evals[1], atol=1e-5)
+    a, b = ckpt(tmp / 'ref' / 'ckpt.pt'), ckpt(tmp / 'ddp' / 'ckpt.pt')
+    assert a['iter_num'] == b['iter_num'] == 20 and len(b['rng']['ranks']) == 2
+    assert all(torch.allclose(a['model'][k], b['model'][k], atol=1e-5) for k in a['model'])
+
+
+def test_two_processes_killed_and_resumed(tmp, ddp_run):
+    # killed (both ranks and torchrun, SIGKILL) somewhere after the checkpoint of iteration 8, resumed on 2 processes
+    kill_at = random.randint(9, 14)
+    proc = start(*ARGS, '--out_dir=ddp_kill', '--max_iters=1000', cwd=tmp, nproc=2)
+    wait_for(proc, f'iter {kill_at}:')
+    kill_hard(proc)
+    it = ckpt(tmp / 'ddp_kill' / 'ckpt.pt')['iter_num']
+    assert 8 <= it < 20, (kill_at, it)
+    p = train(*ARGS, '--out_dir=ddp_kill', '--max_iters=20', '--init_from=resume', cwd=tmp, nproc=2)
+    assert f'resuming from ddp_kill/ckpt.pt at iteration {it}' in p.stdout
+    assert same_weights(tmp / 'ddp' / 'ckpt.pt', tmp / 'ddp_kill' / 'ckpt.pt'), (kill_at, it)
+    assert losses(tmp / 'ddp')[20] == losses(tmp / 'ddp_kill')[20]
+
+
+def test_lora_on_chat_data_under_ddp(tmp):
+    # chat data: the supervised tokens per micro-batch vary, so the window's count is summed over the ranks; LoRA:
+    # only the adapters are in DDP's reducer, and a seeded scratch base is the same on both ranks. 2 x 2 micro-batches
+    subprocess.run([sys.executable, os.path.join(ROOT, 'prepare.py'), '--dataset=gsm_synth', '--format=chat',
+                    '--tokenizer=byte', '--data_dir=chat', '--synth_train=100', '--synth_val=20', '--synth_test=10'],
+                   cwd=tmp, check=True, capture_output=True, env=ENV)
+    args = [*ARGS, '--data_dir=chat', '--block_size=512', '--batch_size=1', '--gradient_accumulation_steps=4',
+            '--lora_r=4', '--lora_alpha=8', '--max_iters=4', '--learning_rate=1e-2']
+    train(*args, '--out_dir=lora1', cwd=tmp)
+    p = train(*args, '--out_dir=lora2', cwd=tmp, nproc=2)
+    assert 'LoRA r=4' in p.stdout
+    one, two = losses(tmp / 'lora1'), losses(tmp / 'lora2')
+    diff = max(abs(one[i] - two[i]) for i in one)
+    print(f"largest difference of the training loss, LoRA on chat data, 1 vs 2 processes: {diff:.3g}")
+    assert diff < 1e-5 and one[4] < one[1]
+    a, b = ckpt(tmp / 'lora1' / 'ckpt.pt'), ckpt(tmp / 'lora2' / 'ckpt.pt')
+    assert 'lora' in b and all(torch.allclose(a['model'][k], b['model'][k], atol=1e-5) for k in a['model'])
+
+
+# ---------------------------------------------------------------------------- exact resume, keep_last
+def test_sigkill_at_a_random_iteration_resumes_exactly(tmp):
+    kill_at = random.randint(5, 14)  # after the checkpoint of iteration 4
+    proc = start(*ARGS, '--out_dir=kill', '--max_iters=1000', cwd=tmp)
+    wait_for(proc, f'iter {kill_at}:')
+    kill_hard(proc)
+    it = ckpt(tmp / 'kill' / 'ckpt.pt')['iter_num']
+    assert 4 <= it < 20, (kill_at, it)
+    train(*ARGS, '--out_dir=kill', '--max_iters=20', '--init_from=resume', cwd=tmp)
+    a, b = ckpt(tmp / 'ref' / 'ckpt.pt'), ckpt(tmp / 'kill' / 'ckpt.pt')
+    assert same_weights(a['model'], b['model']), (kill_at, it)
+    assert str(a['optimizer']['state']) == str(b['optimizer']['state'])
+    assert losses(tmp / 'ref')[20] == losses(tmp / 'kill')[20]
+
+
+def test_sigkill_while_writing_a_checkpoint_then_sigterm(tmp):
+    # killed while ckpt.pt of 16 is written (a pause between the temp file and the rename): the one of 12 stays whole
+    out = from_ref(tmp, 'kill_write')
+    args = [*ARGS, '--out_dir=kill_write', '--max_iters=20', '--init_from=resume']
+    proc = start(*args, cwd=tmp, env={'TRAIN_SAVE_PAUSE': '1'})
+    wait_for(proc, 'writing kill_write/ckpt.pt.tmp')
+    kill_hard(proc)
+    assert (out / 'ckpt.pt.tmp').exists() and ckpt(out / 'ckpt.pt')['iter_num'] == 12
+    # resumed, then SIGTERM (what schedulers send) at the same place: the step finishes, 17 is saved, exit 0
+    proc = start(*args, cwd=tmp, env={'TRAIN_SAVE_PAUSE': '0.3'})
+    wait_for(proc, 'writing kill_write/ckpt.pt.tmp')
+    proc.send_signal(signal.SIGTERM)
+    output = proc.communicate(timeout=60)[0]
+    assert proc.returncode == 0 and 'saved kill_write/ckpt.pt at iteration 17; resume with --init_from=resume' in output
+    assert not (out / 'ckpt.pt.tmp').exists()
+    train(*args, cwd=tmp)
+    assert same_weights(tmp / 'ref' / 'ckpt.pt', out / 'ckpt.pt')
+    assert losses(tmp / 'ref')[20] == losses(out)[20]
+
+
+def test_keep_last(tmp):
+    assert sorted(f for f in os.listdir(tmp / 'ref') if f.startswith('ckpt')) == \
+        ['ckpt.pt', 'ckpt_000012.pt', 'ckpt_000016.pt', 'ckpt_000020.pt']
+    assert os.path.samefile(tmp / 'ref' / 'ckpt.pt', tmp / 'ref' / 'ckpt_000020.pt')  # a hard link: no extra space
+    assert ckpt(tmp / 'ref' / 'ckpt_000016.pt')['iter_num'] == 16
+
+
+# ---------------------------------------------------------------------------- faults
+def test_nonfinite_losses_are_skipped_then_stop_the_run(tmp):
+    # NaN losses at 12 (alone), then 14, 15, 16: the third in a row stops the run; a checkpoint at every iteration
+    out = from_ref(tmp, 'nan')
+    p = train(*ARGS, '--out_dir=nan', '--max_iters=20', '--init_from=resume', '--eval_interval=1', '--keep_last=9',
+              '--max_bad_steps=3', cwd=tmp, check=False, env={'TRAIN_NAN_ITERS': '12,14,15,16'})
+    assert p.returncode == 1 and 'Traceback' not in p.stderr, p.stderr
+    assert 'error: 3 steps in a row had a non-finite loss or gradient (iterations 14 to 16' in p.stderr
+    assert 'nan/ckpt.pt (iteration 16) is kept' in p.stderr and '--learning_rate' in p.stderr
+    assert 'iter 12: non-finite loss or gradient (loss nan), step skipped (1 in a row)' in p.stdout
+    skipped = [r['iter'] for r in map(json.loads, open(out / 'log.jsonl')) if 'skipped' in r]
+    assert skipped == [12, 14, 15, 16]
+    # a skipped step changes nothing (weights, optimizer); the step after it trains
+    a, b = ckpt(tmp / 'ref' / 'ckpt_000012.pt'), ckpt(out / 'ckpt_000013.pt')
+    assert same_weights(a['model'], b['model']) and str(a['optimizer']['state']) == str(b['optimizer']['state'])
+    assert not same_weights(out / 'ckpt_000013.pt', out / 'ckpt_000014.pt')
+    assert same_weights(out / 'ckpt_000014.pt', out / 'ckpt_000016.pt')
+    assert np.isfinite(losses(out)[14])
+
+
+@pytest.mark.skipif(not os.path.exists('/dev/full'), reason='needs /dev/full (Linux)')
+def test_full_disk_keeps_the_previous_checkpoint(tmp):
+    # the temp file is a link to /dev/full, where every write fails with ENOSPC: a real "no space left on device"
+    out = from_ref(tmp, 'full')
+    before = (out / 'ckpt.pt').read_bytes()
+    os.symlink('/dev/full', out / 'ckpt.pt.tmp')
+    p = train(*ARGS, '--out_dir=full', '--max_iters=20', '--init_from=resume', cwd=tmp, check=False)
+    assert p.returncode == 1 and 'Traceback' not in p.stderr, p.stderr
+    assert 'error: the disk is full while saving full/ckpt.pt ([Errno 28] No space left on device)' in p.stderr
+    assert 'the previous full/ckpt.pt (iteration 12) is kept as it was' in p.stderr
+    assert (out / 'ckpt.pt').read_bytes() == before and not os.path.lexists(out / 'ckpt.pt.tmp')
+
+
+# ---------------------------------------------------------------------------- bad input: a clear error, nothing changed
+# Each case runs train.py as __main__ (runpy) in one helper process, so torch is imported once: the exit status is
+# that of SystemExit, and any other exception counts as a traceback. Files and folders under the test's folder are
+# compared (inode, size, mtime) before and after each case.
+RUNNER = r"""
+import io, json, os, runpy, sys
+sys.path.insert(0, os.environ['ROOT'])
+import torch, model_llama
+forward = model_llama.Llama.forward
+
+
+def oom(*args, **kwargs):
+    raise torch.OutOfMemoryError('CUDA out of memory. Tried to allocate 20.00 GiB')
+
+
+def tree():
+    out = {}
+    for d, dirs, files in os.walk('.'):
+        for f in dirs + files:
+            st = os.lstat(os.path.join(d, f))
+            out[os.path.join(d, f)] = (st.st_ino, st.st_size, st.st_mtime_ns)
+    return out
+
+
+cases_file, results_file = sys.argv[1:3]
+results = []
+for case in json.load(open(cases_file)):
+    env, hidden = dict(os.environ), {m: sys.modules.get(m) for m in case.get('hide', [])}
+    os.environ.update(case.get('env', {}))
+    sys.modules.update({m: None for m in hidden})  # import of a hidden module raises ImportError
+    out, err = (io.TextIOWrapper(io.BytesIO(), encoding='utf-8', write_through=True) for _ in range(2))
+    sys.argv, sys.stdout, sys.stderr = ['train.py', *case['argv']], out, err
+    if case.get('oom'):  # what CUDA raises when a step does not fit (there is no GPU here)
+        model_llama.Llama.forward = oom
+    before, code, exc = tree(), None, None
+    try:
+        runpy.run_path(os.path.join(os.environ['ROOT'], 'train.py'), run_name='__main__')
+        code = 0
+    except SystemExit as e:
+        code = e.code
+    except BaseException as e:  # uncaught: the interpreter would call sys.excepthook (train.py's) and exit with 1
+        sys.excepthook(type(e), e, e.__traceback__)
+        code, exc = 1, type(e).__name__
+    model_llama.Llama.forward = forward
+    sys.stdout, sys.stderr, sys.excepthook = sys.__stdout__, sys.__stderr__, sys.__excepthook__
+    os.environ.clear()
+    os.environ.update(env)
+    for m, mod in hidden.items():
+        sys.modules.pop(m)
+        if mod is not None:
+            sys.modules[m] = mod
+    after = tree()
+    changed = sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k)
+                     and not k.startswith(tuple(case.get('may_write', []))))
+    results.append(dict(code=code, exception=exc, stderr=err.buffer.getvalue().decode(), changed=changed))
+json.dump(results, open(results_file, 'w'))
+"""
+
+NO_BNB = {'hide': ['bitsandbytes']}
+DDP2 = {'env': {'RANK': '0', 'LOCAL_RANK': '0', 'WORLD_SIZE': '2'}}
+# (what is wrong, the arguments after ARGS, a piece of the message, options)
+BAD_INPUTS = [
+    ('unknown config key', ['--lerning_rate=1'], "unknown config key 'lerning_rate'. Did you mean: learning_rate?",
+     {}),
+    ('value of the wrong type', ['--batch_size=abc'], "config key 'batch_size' expects int", {}),
+    ('None for a number', ['--batch_size=None'], "config key 'batch_size' expects int (default 4), got NoneType None",
+     {}),
+    ('--key without a value', ['--batch_size'], "malformed argument '--batch_size': use --key=value", {}),
+    ('missing config file', ['config/nope.py'], "config file 'config/nope.py' not found", {}),
+    ('config file that fails to run', ['broken.py'], "config file 'broken.py' failed to run: NameError", {}),
+    ('unknown dtype', ['--dtype=fp8'], "dtype must be auto, float32, bfloat16 or float16, not 'fp8'", {}),
+    ('unknown model_type', ['--model_type=gpt'], "model_type must be 'llama' or 'rwkv7'", {}),
+    ('unknown preset', ['--preset=huge'], "unknown preset 'huge'", {}),
+    ('batch_size 0', ['--batch_size=0'], "batch_size must be at least 1, got 0", {}),
+    ('max_bad_steps 0', ['--max_bad_steps=0'], "max_bad_steps must be at least 1, got 0", {}),
+    ('keep_last negative', ['--keep_last=-1'], "keep_last must be 0 (off) or more, got -1", {}),
+    ('out_dir is a file', ['--out_dir=input.txt'], "out_dir 'input.txt' is a file, not a folder", {}),
+    ('missing data folder', ['--data_dir=nowhere'], "no prepared data in 'nowhere'", {}),
+    ('data folder without meta.json', ['--data_dir=d_empty'], "no prepared data in 'd_empty'", {}),
+    ('corrupt meta.json', ['--data_dir=d_meta'], "d_meta/meta.json is corrupt", {}),
+    ('no shards', ['--data_dir=d_noshards'], "no train_*.bin shards in 'd_noshards'", {}),
+    ('empty dataset (shards shorter than a row)', ['--data_dir=d_short'],
+     "the train split of d_short has no shard of at least block_size + 1 = 33 tokens", {}),
+    ('shard with a wrong magic number', ['--data_dir=d_magic'], "d_magic/train_000.bin is not a token shard", {}),
+    ('shard shorter than its header', ['--data_dir=d_header'],
+     "shard d_header/train_000.bin is truncated (100 bytes, shorter than the 1024-byte header)", {}),
+    ('shard shorter than its header says', ['--data_dir=d_cut'], "shard d_cut/train_000.bin is truncated: header says",
+     {}),
+    ('token ids >= vocab_size', ['--data_dir=d_ids'],
+     "shard d_ids/train_000.bin has token id 1000 >= the model's vocab_size 320", {}),
+    ('vocab_size below the tokenizer', ['--vocab_size=100'], "vocab_size 100 is smaller than the tokenizer's", {}),
+    ('init_from a missing folder', ['--init_from=nowhere'], "init_from must be 'scratch', 'resume'", {}),
+    ('resume without a checkpoint', ['--init_from=resume', '--out_dir=empty_run'],
+     "init_from='resume' but empty_run/ckpt.pt does not exist", {}),
+    ('resume a damaged checkpoint', ['--init_from=resume', '--out_dir=damaged'],
+     "cannot read damaged/ckpt.pt", {}),
+    ('resume a file that is no checkpoint', ['--init_from=resume', '--out_dir=foreign'],
+     "foreign/ckpt.pt is not a train.py checkpoint", {}),
+    ('resume a checkpoint of another model type', ['--init_from=resume', '--out_dir=other_type'],
+     "other_type/ckpt.pt holds a 'rwkv7' model, not 'llama'", {}),
+    ('resume a checkpoint of another tokenizer', ['--init_from=resume', '--out_dir=other_tok'],
+     "other_tok/ckpt.pt was trained with tokenizer 'gpt2', but d holds data tokenized with 'byte'", {}),
+    ('fine-tune a run of another model type', ['--init_from=other_type', '--out_dir=new'],
+     "other_type/ckpt.pt is a 'rwkv7' model with tokenizer 'byte'", {}),
+    ('block_size beyond a pretrained model', ['--init_from=ref', '--block_size=64', '--out_dir=new'],
+     "block_size 64 is longer than the model's context of 32 tokens: set --block_size=32 or less", {}),
+    ('block_size beyond the resumed model', ['--init_from=resume', '--out_dir=ref', '--block_size=64'],
+     "block_size 64 is longer than the model's context of 32 tokens", {}),
+    ('LoRA on a full run resumed', ['--init_from=resume', '--out_dir=ref', '--lora_r=4'],
+     "ref/ckpt.pt is a full-training checkpoint", {}),
+    ('RWKV checkpoint for a llama', ['--init_from=rwkv:x.pth'], "set --model_type=rwkv7", {}),
+    ('missing RWKV checkpoint', ['--model_type=rwkv7', '--init_from=rwkv:missing.pth'], "cannot load missing.pth",
+     {}),
+    ('qlora without lora_r', ['--qlora'], "qlora=True quantizes the frozen base under LoRA adapters: set lora_r", {}),
+    ('QLoRA without bitsandbytes', ['--lora_r=4', '--qlora', '--out_dir=new'],
+     "need bitsandbytes: pip install bitsandbytes", NO_BNB),
+    ('8-bit AdamW without bitsandbytes', ['--optim=adamw8bit', '--out_dir=new'],
+     "need bitsandbytes: pip install bitsandbytes", NO_BNB),
+    ('CUDA out of memory (raised by the forward)', ['--out_dir=oom'],
+     "out of memory on cpu (CUDA out of memory. Tried to allocate 20.00 GiB). Lower the memory a step needs with: "
+     "--batch_size (now 4; halve it and double --gradient_accumulation_steps, now 2, to keep the tokens per step), "
+     "--block_size (now 32), --grad_checkpoint=True (now False), --dtype=bfloat16 (now float32), or fine-tune "
+     "adapters only: --lora_r=16 (now 0) with --qlora=True (now False) and --optim=adamw8bit",
+     {'oom': True, 'may_write': ['./oom']}),  # config.json is written before the first step
+    ('DDP: accumulation not divisible by the processes', ['--gradient_accumulation_steps=3'],
+     "gradient_accumulation_steps (3) must be a multiple of the number of processes (2)", DDP2),
+]
+if not torch.cuda.is_available():
+    BAD_INPUTS.append(('CUDA asked for, absent', ['--device=cuda'],
+                       "device 'cuda' asked for, but CUDA is not available here: use --device=cpu", {}))
+
+
+def make_bad_inputs(tmp):
+    """The broken data folders and runs the table refers to, made once beside d and ref."""
+    meta = (tmp / 'd' / 'meta.json').read_text()
+    for name in ('d_empty', 'd_meta', 'd_noshards', 'd_short', 'd_magic', 'd_header', 'd_cut', 'd_ids'):
+        os.makedirs(tmp / name)
+        if name not in ('d_empty', 'd_meta'):
+            (tmp / name / 'meta.json').write_text(meta)
+        if name not in ('d_empty', 'd_meta', 'd_noshards', 'd_short'):
+            for split in ('train', 'val'):
+                shutil.copy(tmp / 'd' / f'{split}_000.bin', tmp / name / f'{split}_000.bin')
+    (tmp / 'd_meta' / 'meta.json').write_text(meta[:20])
+    for split in ('train', 'val'):
+        write_shard(str(tmp / 'd_short' / f'{split}_000.bin'), np.arange(10), 262)
+    shard = tmp / 'd_magic' / 'train_000.bin'
+    shard.write_bytes(b'\0\0\0\0' + shard.read_bytes()[4:])
+    shard = tmp / 'd_header' / 'train_000.bin'
+    shard.write_bytes(shard.read_bytes()[:100])
+    shard = tmp / 'd_cut' / 'train_000.bin'
+    shard.write_bytes(shard.read_bytes()[:-100])
+    write_shard(str(tmp / 'd_ids' / 'train_000.bin'), np.r_[np.arange(200), 1000], 2000)
+    (tmp / 'broken.py').write_text('batch_size = undefined_name\n')
+    good = ckpt(tmp / 'ref' / 'ckpt.pt')
+    for name in ('empty_run', 'damaged', 'foreign', 'other_type', 'other_tok'):
+        os.makedirs(tmp / name)
+    (tmp / 'damaged' / 'ckpt.pt').write_bytes((tmp / 'ref' / 'ckpt.pt').read_bytes()[:5000])
+    torch.save([1, 2, 3], tmp / 'foreign' / 'ckpt.pt')
+    torch.save({**good, 'model_type': 'rwkv7'}, tmp / 'other_type' / 'ckpt.pt')
+    torch.save({**good, 'tokenizer': {'spec': 'gpt2', 'blob': None}}, tmp / 'other_tok' / 'ckpt.pt')
+
+
+def test_bad_inputs_get_a_clear_error_and_change_nothing(tmp):
+    make_bad_inputs(tmp)
+    cases = [dict(argv=[*ARGS, *argv], **opts) for _, argv, _, opts in BAD_INPUTS]
+    (tmp / 'cases.json').write_text(json.dumps(cases))
+    subprocess.run([sys.executable, '-c', RUNNER, 'cases.json', 'results.json'], cwd=tmp, check=True, timeout=300,
+                   env={**ENV, 'ROOT': ROOT})
+    results = json.loads((tmp / 'results.json').read_text())
+    os.remove(tmp / 'cases.json')
+    os.remove(tmp / 'results.json')
+    table = []
+    for (what, argv, message, _), r in zip(BAD_INPUTS, results):
+        assert r['exception'] in (None, 'OutOfMemoryError') and r['code'] == 1, (what, r)
+        assert r['stderr'].startswith('train.py: error: ') and r['stderr'].count('\n') == 1, (what, r['stderr'])
+        assert message in r['stderr'], (what, message, r['stderr'])
+        assert r['changed'] == [], (what, r['changed'])
+        table.append(f"| {what} | `{' '.join(argv)}` | {r['stderr'][len('train.py: error: '):].strip()} |")
+    print('\n'.join(table))
+
+
+# ---------------------------------------------------------------------------- configurator, property-based
+hypothesis = pytest.importorskip('hypothesis')
+st = hypothesis.strategies
+hypothesis.configuration.set_hypothesis_home_dir(os.path.join(tempfile.gettempdir(), 'hypothesis-tiny-reasoner'))
+KEYS = {'learning_rate': 6e-4, 'batch_size': 12, 'compile': False, 'out_dir': 'out', 'wandb_run_name': None}
+
+
+@hypothesis.settings(max_examples=200, deadline=2000, database=None)
+@hypothesis.given(st.lists(st.tuples(st.sampled_from(list(KEYS)) | st.text(max_size=12), st.booleans(),
+                                     st.text(max_size=40) | st.from_regex(r'-?[0-9eE.+\-_]{0,12}', fullmatch=True)
+                                     | st.sampled_from(['True', 'false', 'None', '1e400', '[1, 2]', '(' * 300]))))
+def test_configurator_takes_any_arguments_without_a_traceback(args):
+    argv = [f"--{k}={v}" if eq else f"--{k}{v}" for k, eq, v in args]
+    g = dict(KEYS)
+    try:
+        config = configure(g, argv, verbose=False)
+    except ConfigError:
+        return
+    assert config.keys() == KEYS.keys()
+    for k, v in config.items():  # every value kept its type (an int may become a float)
+        assert KEYS[k] is None or type(v) is type(KEYS[k]), (k, v)
