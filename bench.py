@@ -23,6 +23,7 @@ Timings are the median of `repeats` calls after one warm-up call (min in parenth
 
 import ast
 import builtins
+import dataclasses
 import json
 import math
 import os
@@ -133,8 +134,20 @@ def model_class(kind):
 
 def load_run(path, name=''):
     """(model, tokenizer, checkpoint dict) of a run's `name` (default best.pt if present, else ckpt.pt), in eval mode
-    on `device`. LoRA runs: best.pt holds the merged model. Raises ConfigError when there is nothing to load."""
-    from tokenizer import tokenizer_from_state
+    on `device`. LoRA runs: best.pt holds the merged model. name 'hf:<folder or hub id>' or 'llama2c:<file.bin>': a
+    pretrained model (Llama.from_pretrained, context --block_size or the model's) with its own tokenizer; path may
+    then be ''. Raises ConfigError when there is nothing to load."""
+    from tokenizer import get_tokenizer, pretrained_tokenizer, tokenizer_from_state
+    if name.startswith(('hf:', 'llama2c:')):
+        from model_llama import Llama, resolve_pretrained
+        try:
+            local = resolve_pretrained(name.split(':', 1)[1])
+            model = Llama.from_pretrained(local, block_size=block_size or None)
+            tok = get_tokenizer(pretrained_tokenizer(local))
+        except (OSError, ValueError) as e:
+            raise ConfigError(f"cannot load {name}: {e}") from None
+        return model.eval().to(device), tok, {'path': name, 'model_type': 'llama', 'iter_num': 'pretrained',
+                                              'model_args': dataclasses.asdict(model.config), 'config': {}}
     if not path:
         raise ConfigError("no checkpoint: set --out_dir to a trained run")
     name = name or ('best.pt' if os.path.isfile(os.path.join(path, 'best.pt')) else 'ckpt.pt')

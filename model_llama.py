@@ -12,7 +12,11 @@ No import of other project files: copy this file out and it works.
 """
 
 import inspect
+import json
 import math
+import os
+import shutil
+import struct
 from dataclasses import dataclass
 
 import torch
@@ -35,6 +39,8 @@ class LlamaConfig:
     tie_embeddings: bool = True
     qkv_bias: bool = False         # Qwen2 has biases on q/k/v
     dropout: float = 0.0
+    rope_scaling: dict = None      # None, {'rope_type': 'linear', 'factor'} or {'rope_type': 'llama3', 'factor',
+                                   # 'low_freq_factor', 'high_freq_factor', 'original_max_position_embeddings'}
 
     def __post_init__(self):
         for k in ('block_size', 'vocab_size', 'n_layer', 'n_head', 'n_kv_head', 'n_embd'):
@@ -47,6 +53,16 @@ class LlamaConfig:
                              f"multiple of n_kv_head ({self.n_kv_head})")
         if (self.n_embd // self.n_head) % 2:
             raise ValueError(f"head size n_embd/n_head = {self.n_embd // self.n_head} must be even for RoPE")
+        if self.rope_scaling is not None:
+            need = ROPE_SCALING.get(self.rope_scaling.get('rope_type'))
+            if need is None or set(self.rope_scaling) != need | {'rope_type'}:
+                raise ValueError(f"rope_scaling must be None or a dict: rope_type 'linear' with factor, or 'llama3' "
+                                 f"with {', '.join(sorted(ROPE_SCALING['llama3']))}; got {self.rope_scaling}")
+
+
+# the RoPE scalings rope_tables implements, with their fields (Hugging Face's rope_scaling names)
+ROPE_SCALING = {'linear': {'factor'},
+                'llama3': {'factor', 'low_freq_factor', 'high_freq_factor', 'original_max_position_embeddings'}}
 
 
 # presets of the README's configs table (block_size and vocab_size come from the run's config)
@@ -69,10 +85,23 @@ class RMSNorm(nn.Module):
         return F.rms_norm(x.float(), (x.size(-1),), self.weight.float(), self.eps).type_as(x)
 
 
-def rope_tables(head_dim, max_len, theta):
+def rope_tables(head_dim, max_len, theta, scaling=None):
     """cos, sin of shape (max_len, head_dim) for the rotate-half layout: freq i = theta^(-2i/head_dim). The first
-    half of sin is negated, so that rotate_half(x) * sin == roll(x, head_dim/2) * sin_signed (see apply_rope)."""
+    half of sin is negated, so that rotate_half(x) * sin == roll(x, head_dim/2) * sin_signed (see apply_rope).
+    scaling (LlamaConfig.rope_scaling): 'linear' divides every frequency by factor (Chen et al. 2023,
+    arXiv:2306.15595); 'llama3' (Llama 3.1) divides the low frequencies by factor, keeps the high ones and
+    interpolates in between (Hugging Face's _compute_llama3_parameters)."""
     inv_freq = 1.0 / theta ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim)
+    if scaling and scaling['rope_type'] == 'linear':
+        inv_freq = inv_freq / scaling['factor']
+    elif scaling:  # llama3
+        factor, lo, hi = scaling['factor'], scaling['low_freq_factor'], scaling['high_freq_factor']
+        old_len = scaling['original_max_position_embeddings']
+        wavelen = 2 * math.pi / inv_freq
+        smooth = (old_len / wavelen - lo) / (hi - lo)
+        mid = (1 - smooth) * inv_freq / factor + smooth * inv_freq
+        inv_freq = torch.where(wavelen > old_len / lo, inv_freq / factor,
+                               torch.where(wavelen < old_len / hi, inv_freq, mid))
     angles = torch.outer(torch.arange(max_len, dtype=torch.float32), inv_freq)
     return torch.cat([angles, angles], dim=-1).cos(), torch.cat([-angles.sin(), angles.sin()], dim=-1)
 
@@ -167,7 +196,7 @@ class Llama(nn.Module):
         self.lm_head = nn.Linear(cfg.n_embd, cfg.vocab_size, bias=False)
         if cfg.tie_embeddings:
             self.lm_head.weight = self.embed_tokens.weight
-        cos, sin = rope_tables(cfg.n_embd // cfg.n_head, cfg.block_size, cfg.rope_theta)
+        cos, sin = rope_tables(cfg.n_embd // cfg.n_head, cfg.block_size, cfg.rope_theta, cfg.rope_scaling)
         self.register_buffer('rope_cos', cos, persistent=False)
         self.register_buffer('rope_sin', sin, persistent=False)
         self.grad_checkpoint = False
@@ -179,6 +208,45 @@ class Llama(nn.Module):
                 nn.init.normal_(p, mean=0.0, std=0.02)
             elif name.endswith('bias'):
                 nn.init.zeros_(p)
+
+    @classmethod
+    def from_pretrained(cls, path_or_id, block_size=None, dropout=0.0, dtype=None, vocab_size=None):
+        """A pretrained model: a Hugging Face folder (config.json and model.safetensors, or shards with an index;
+        LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM), a hub id (resolve_pretrained) or a llama2.c legacy
+        .bin file. block_size: default the model's max_position_embeddings / max_seq_len; dtype: of the parameters
+        (default float32, what train.py's autocast expects); vocab_size: pad the vocabulary to at least this (new rows
+        the mean of the others). Built on the meta device and filled tensor by tensor: peak memory one copy of the
+        weights. Raises FileNotFoundError, or ValueError for anything this model would compute differently."""
+        path = resolve_pretrained(path_or_id)
+        args, tensors = (read_hf if os.path.isdir(path) else read_llama2c)(path, block_size)
+        n_vocab = args['vocab_size']
+        cfg = LlamaConfig(**{**args, 'vocab_size': max(n_vocab, vocab_size or 0), 'dropout': dropout})
+        dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype or torch.float32
+        with torch.device('meta'):  # shapes only: no memory, no initialisation
+            model = cls(cfg).to(dtype)
+        model.to_empty(device='cpu')
+        if cfg.tie_embeddings:  # to_empty makes a new tensor per module
+            model.lm_head.weight = model.embed_tokens.weight
+        cos, sin = rope_tables(cfg.n_embd // cfg.n_head, cfg.block_size, cfg.rope_theta, cfg.rope_scaling)
+        model.rope_cos, model.rope_sin = cos.to(dtype), sin.to(dtype)  # to_empty left them uninitialised
+        params, loaded = dict(model.named_parameters()), set()  # tied: lm_head.weight is not listed
+        shapes = {k: (n_vocab, *p.shape[1:]) if k in ('embed_tokens.weight', 'lm_head.weight') else tuple(p.shape)
+                  for k, p in params.items()}
+        with torch.no_grad():
+            for name, t in tensors:
+                if name == 'lm_head.weight' and cfg.tie_embeddings:
+                    continue  # some tied checkpoints store the head too; Hugging Face ties it to the embedding
+                if tuple(t.shape) != shapes.get(name):
+                    raise ValueError(f"{path}: tensor '{name}' of shape {tuple(t.shape)} does not fit this model "
+                                     f"(expected {shapes.get(name, 'no such parameter')})")
+                p = params[name]
+                p[:len(t)].copy_(t)
+                if len(t) < len(p):  # a padded vocabulary
+                    p[len(t):].copy_(p[:len(t)].mean(dim=0))
+                loaded.add(name)
+        if set(params) - loaded:
+            raise ValueError(f"{path}: no weights for {sorted(set(params) - loaded)[:5]}")
+        return model
 
     def get_num_params(self, non_embedding=False):
         """Number of parameters (tied weights counted once); non_embedding drops the token embedding."""
@@ -238,8 +306,8 @@ class Llama(nn.Module):
         return flops_per_token * tokens_per_iter / dt / peak
 
     # ---------------------------------------------------------------- generation with a KV cache
-    def _reset_cache(self, batch_size, device, dtype):
-        hd, nkv, L = self.config.n_embd // self.config.n_head, self.config.n_kv_head, self.config.block_size
+    def _reset_cache(self, batch_size, device, dtype, length=None):
+        hd, nkv, L = self.config.n_embd // self.config.n_head, self.config.n_kv_head, length or self.config.block_size
         for block in self.layers:
             block.self_attn.cache = (torch.zeros(batch_size, nkv, L, hd, device=device, dtype=dtype),
                                      torch.zeros(batch_size, nkv, L, hd, device=device, dtype=dtype))
@@ -264,7 +332,7 @@ class Llama(nn.Module):
         dtype, L = self.embed_tokens.weight.dtype, self.config.block_size
         keep = None if attention_mask is None or attention_mask.all() else attention_mask.bool()[:, -L:]
         try:
-            self._reset_cache(idx.size(0), idx.device, dtype)
+            self._reset_cache(idx.size(0), idx.device, dtype, min(L, idx.size(1) + max_new_tokens))  # not a 128k cache
             seq, pos, new = idx[:, -L:], 0, None
             for _ in range(max_new_tokens):
                 if new is None:                              # prefill the whole (cropped) context
@@ -332,3 +400,201 @@ def device_peak_flops(device):
     if 'H100' in name and 'PCIe' in name:
         return 756e12
     return next((v for k, v in PEAK_BF16.items() if k in name), None)
+
+
+# ---------------------------------------------------------------------------- Hugging Face and llama2.c checkpoints
+HF_ARCHITECTURES = {'LlamaForCausalLM': 'llama', 'MistralForCausalLM': 'mistral', 'Qwen2ForCausalLM': 'qwen2'}
+
+
+def resolve_pretrained(path_or_id):
+    """The local path of a model: path_or_id when it exists (a folder, a llama2.c .bin), else a Hugging Face hub id
+    (owner/name) downloaded into huggingface_hub's cache (config, safetensors, tokenizer). Raises FileNotFoundError."""
+    if os.path.exists(path_or_id):
+        return path_or_id
+    if path_or_id.count('/') != 1 or path_or_id.startswith(('.', '/')) or path_or_id.endswith('.bin'):
+        raise FileNotFoundError(f"'{path_or_id}' is neither a local folder or file nor a Hugging Face hub id "
+                                f"(owner/name)")
+    try:
+        from huggingface_hub import snapshot_download
+        return snapshot_download(path_or_id, allow_patterns=['*.json', '*.safetensors', 'tokenizer.model'])
+    except Exception as e:  # huggingface_hub not installed, offline, no such repository, a gated model, ...
+        raise FileNotFoundError(f"'{path_or_id}' is not a local folder, and downloading it from the Hugging Face hub "
+                                f"failed ({type(e).__name__}: {(str(e).splitlines() or [''])[0]})") from None
+
+
+def config_from_hf(c, block_size=None):
+    """LlamaConfig fields from a Hugging Face config.json dict (transformers 4's rope_theta/rope_scaling or 5's
+    rope_parameters). Raises ValueError naming the field for an unknown architecture or any setting this model would
+    compute differently (activation, head_dim, biases, a sliding window < block_size, RoPE type, quantization)."""
+    archs = c.get('architectures') or [{v: k for k, v in HF_ARCHITECTURES.items()}.get(c.get('model_type'))]
+    kind = HF_ARCHITECTURES.get(archs[0]) if len(archs) == 1 else None
+    need = ['hidden_size', 'num_attention_heads', 'num_hidden_layers', 'intermediate_size', 'vocab_size']
+    if kind is None or any(k not in c for k in need) or not (block_size or c.get('max_position_embeddings')):
+        raise ValueError(f"architectures {c.get('architectures')} (model_type '{c.get('model_type')}'): only "
+                         f"{', '.join(HF_ARCHITECTURES)} with {', '.join(need)} and max_position_embeddings are "
+                         f"supported")
+    n_embd, n_head, L = c['hidden_size'], c['num_attention_heads'], block_size or c['max_position_embeddings']
+    rope = {**(c.get('rope_scaling') or {}), **(c.get('rope_parameters') or {})}
+    theta = rope.pop('rope_theta', None) or c.get('rope_theta', 10000.0)
+    rope_type = rope.pop('rope_type', None) or rope.pop('type', None) or 'default'
+    rope.pop('type', None)
+    if rope_type == 'llama3':
+        rope.setdefault('original_max_position_embeddings', c.get('max_position_embeddings'))
+    window = c.get('sliding_window') if kind == 'mistral' or c.get('use_sliding_window') else None
+    partial = rope.pop('partial_rotary_factor', c.get('partial_rotary_factor', 1.0))
+    problems = [msg for bad, msg in [
+        (c.get('hidden_act', 'silu') != 'silu', f"hidden_act '{c.get('hidden_act')}' (the MLP here is SwiGLU: silu)"),
+        (c.get('head_dim') not in (None, n_embd // n_head),
+         f"head_dim {c.get('head_dim')} (here hidden_size / num_attention_heads = {n_embd // n_head})"),
+        (c.get('attention_bias') or c.get('mlp_bias'), "attention_bias / mlp_bias (no o_proj or MLP biases here)"),
+        (c.get('quantization_config'), "quantization_config (quantized weights)"),
+        (window is not None and window < L, f"sliding_window {window} < block_size {L} (attention here is over the "
+                                            f"whole context: use block_size <= {window})"),
+        (partial != 1.0, "partial_rotary_factor (RoPE here rotates the whole head)"),
+        (set(rope) != ROPE_SCALING.get(rope_type, set()) or rope_type not in ('default', *ROPE_SCALING),
+         f"rope_scaling {dict(rope, rope_type=rope_type)} (supported: none, 'linear' with factor, 'llama3' with "
+         f"{', '.join(sorted(ROPE_SCALING['llama3']))})")] if bad]
+    if problems:
+        raise ValueError(f"unsupported {archs[0]} config: " + '; '.join(problems))
+    return dict(block_size=L, vocab_size=c['vocab_size'], n_layer=c['num_hidden_layers'], n_head=n_head,
+                n_kv_head=c.get('num_key_value_heads') or n_head, n_embd=n_embd,
+                intermediate_size=c['intermediate_size'], rope_theta=float(theta),
+                norm_eps=c.get('rms_norm_eps', 1e-6), tie_embeddings=bool(c.get('tie_word_embeddings', False)),
+                qkv_bias=kind == 'qwen2', rope_scaling=dict(rope, rope_type=rope_type) if rope else None)
+
+
+def read_hf(path, block_size=None):
+    """(LlamaConfig fields, (name, tensor) pairs) of a Hugging Face folder: safetensors weights (one file or the
+    shards of an index) read one tensor at a time, 'model.' stripped (the module names are ours). Raises
+    FileNotFoundError, ValueError."""
+    from safetensors import safe_open
+    if not os.path.isfile(os.path.join(path, 'config.json')):
+        raise FileNotFoundError(f"{path} has no config.json: not a Hugging Face model folder")
+    with open(os.path.join(path, 'config.json')) as f:
+        args = config_from_hf(json.load(f), block_size)
+    index = os.path.join(path, 'model.safetensors.index.json')
+    if os.path.isfile(index):
+        with open(index) as f:
+            files = sorted(set(json.load(f)['weight_map'].values()))
+    elif os.path.isfile(os.path.join(path, 'model.safetensors')):
+        files = ['model.safetensors']
+    else:
+        raise FileNotFoundError(f"{path} has neither model.safetensors nor model.safetensors.index.json (pickled "
+                                f"pytorch_model.bin weights are not read: save them as safetensors)")
+
+    def tensors():
+        for name in files:
+            with safe_open(os.path.join(path, name), framework='pt') as f:
+                for key in f.keys():
+                    if not key.endswith('rotary_emb.inv_freq'):  # older checkpoints store the RoPE frequencies
+                        yield key.removeprefix('model.'), f.get_tensor(key)
+    return args, tensors()
+
+
+def hf_permute(w, n_heads):
+    """Rows of a q/k projection w (n_heads * head_dim, in), per head, from the interleaved RoPE layout (Meta's,
+    llama2.c's) to rotate-half; the permute of Hugging Face's convert_llama_weights_to_hf.py."""
+    out, inp = w.shape
+    return w.view(n_heads, out // n_heads // 2, 2, inp).transpose(1, 2).reshape(out, inp)
+
+
+def read_llama2c(path, block_size=None):
+    """(LlamaConfig fields, (name, tensor) pairs) of a llama2.c legacy checkpoint: 7 int32 (dim, hidden_dim, n_layers,
+    n_heads, n_kv_heads, vocab_size (< 0: untied classifier), max_seq_len), then fp32 token_embedding, rms_att, wq, wk,
+    wv, wo, rms_ffn, w1, w2, w3 (all layers each), rms_final, freq_cis_real/imag (checked: theta 10000), wcls. q/k
+    permuted to rotate-half (hf_permute); eps 1e-5 as llama2.c's. Raises ValueError: another format, wrong length."""
+    with open(path, 'rb') as f:
+        D, F_, L, H, KV, V, S = struct.unpack('<7i', f.read(28).ljust(28, b'\0'))
+    if D == 0x616b3432:
+        raise ValueError(f"{path} is a llama2.c version 1/2 export (magic 'ak42'): export it with --version=0")
+    if min(D, F_, L, H, KV, S) < 1 or V == 0 or D % H or H % KV:
+        raise ValueError(f"{path} is not a llama2.c checkpoint (header {[D, F_, L, H, KV, V, S]})")
+    tied, V, hs = V > 0, abs(V), D // H
+    kv = KV * hs
+    n = V * D + L * (2 * D + 2 * D * D + 2 * kv * D + 3 * F_ * D) + D + S * hs + (0 if tied else V * D)
+    if os.path.getsize(path) != 28 + 4 * n:
+        raise ValueError(f"{path}: {os.path.getsize(path)} bytes, but a llama2.c checkpoint with header "
+                         f"{[D, F_, L, H, KV, V if tied else -V, S]} has {28 + 4 * n}")
+    args = dict(block_size=block_size or S, vocab_size=V, n_layer=L, n_head=H, n_kv_head=KV, n_embd=D,
+                intermediate_size=F_, rope_theta=10000.0, norm_eps=1e-5, tie_embeddings=tied, qkv_bias=False)
+
+    def tensors():
+        with open(path, 'rb') as f:
+            f.seek(28)
+            read = lambda *shape: torch.frombuffer(bytearray(f.read(4 * math.prod(shape))),  # noqa: E731
+                                                   dtype=torch.float32).view(shape)
+            yield 'embed_tokens.weight', read(V, D)
+            for key, shape in [('input_layernorm', (D,)), ('self_attn.q_proj', (D, D)), ('self_attn.k_proj', (kv, D)),
+                               ('self_attn.v_proj', (kv, D)), ('self_attn.o_proj', (D, D)),
+                               ('post_attention_layernorm', (D,)), ('mlp.gate_proj', (F_, D)),
+                               ('mlp.down_proj', (D, F_)), ('mlp.up_proj', (F_, D))]:
+                for i in range(L):
+                    w = read(*shape)
+                    if key in ('self_attn.q_proj', 'self_attn.k_proj'):
+                        w = hf_permute(w, H if key == 'self_attn.q_proj' else KV)
+                    yield f'layers.{i}.{key}.weight', w
+            yield 'norm.weight', read(D)
+            cos, sin = rope_tables(hs, S, 10000.0)
+            if not (torch.allclose(read(S, hs // 2), cos[:, :hs // 2], atol=1e-4)  # freq_cis_real, then _imag
+                    & torch.allclose(read(S, hs // 2), sin[:, hs // 2:], atol=1e-4)):
+                raise ValueError(f"{path}: its RoPE tables are not theta = 10000's")
+            if not tied:
+                yield 'lm_head.weight', read(V, D)
+    return args, tensors()
+
+
+def export_hf(model, out_dir, tokenizer_files=None):
+    """Write `model` as a Hugging Face folder that transformers' AutoModelForCausalLM.from_pretrained loads: config.json
+    (LlamaForCausalLM, or Qwen2ForCausalLM when qkv_bias) and model.safetensors (the parameters' dtype; a tied head
+    not stored, as Hugging Face does). tokenizer_files: paths to copy, or {file name: bytes}. Returns out_dir. Raises
+    ValueError for a model with other parameters than a plain Llama's (LoRA adapters: merge them first)."""
+    from safetensors.torch import save_file
+    cfg, sd = model.config, dict(model.state_dict())
+    with torch.device('meta'):
+        plain = set(Llama(cfg).state_dict())
+    if set(sd) != plain:
+        raise ValueError(f"the model has parameters a plain Llama has not (or lacks some): "
+                         f"{sorted(set(sd) ^ plain)[:5]}; merge LoRA adapters first (lora.merge_lora)")
+    if cfg.tie_embeddings:
+        del sd['lm_head.weight']
+    dtype = next(iter(sd.values())).dtype
+    arch, model_type = ('Qwen2ForCausalLM', 'qwen2') if cfg.qkv_bias else ('LlamaForCausalLM', 'llama')
+    config = dict(architectures=[arch], model_type=model_type, vocab_size=cfg.vocab_size, hidden_size=cfg.n_embd,
+                  intermediate_size=cfg.intermediate_size, num_hidden_layers=cfg.n_layer,
+                  num_attention_heads=cfg.n_head, num_key_value_heads=cfg.n_kv_head, hidden_act='silu',
+                  max_position_embeddings=cfg.block_size, rms_norm_eps=cfg.norm_eps, rope_theta=cfg.rope_theta,
+                  rope_scaling=cfg.rope_scaling, tie_word_embeddings=cfg.tie_embeddings,
+                  torch_dtype=str(dtype).removeprefix('torch.'), use_cache=True)
+    if cfg.qkv_bias:
+        config.update(use_sliding_window=False, sliding_window=None, max_window_layers=cfg.n_layer)
+    else:
+        config.update(head_dim=cfg.n_embd // cfg.n_head, attention_bias=False, mlp_bias=False)
+    os.makedirs(out_dir, exist_ok=True)
+    save_file({(k if k == 'lm_head.weight' else 'model.' + k): v.detach().cpu().contiguous() for k, v in sd.items()},
+              os.path.join(out_dir, 'model.safetensors'), metadata={'format': 'pt'})
+    with open(os.path.join(out_dir, 'config.json'), 'w') as f:
+        json.dump(config, f, indent=2)
+    for name in tokenizer_files or []:
+        if isinstance(tokenizer_files, dict):
+            with open(os.path.join(out_dir, name), 'wb') as f:
+                f.write(tokenizer_files[name])
+        else:
+            shutil.copyfile(name, os.path.join(out_dir, os.path.basename(name)))
+    return out_dir
+
+
+def export_checkpoint(path, out_dir):
+    """A train.py checkpoint of a Llama (a LoRA run's merged best.pt too) -> export_hf, with its tokenizer file."""
+    ck = torch.load(path, map_location='cpu', weights_only=False)
+    if not isinstance(ck, dict) or ck.get('model_type') != 'llama' or 'lora' in ck:
+        raise ValueError(f"{path} is not a train.py checkpoint of a full Llama (LoRA runs: export best.pt)")
+    model = Llama(LlamaConfig(**ck['model_args']))
+    model.load_state_dict(ck['model'])
+    tok = ck.get('tokenizer') or {}
+    name = {'sp': 'tokenizer.model', 'hf': 'tokenizer.json'}.get(tok.get('kind'))
+    return export_hf(model, out_dir, {name: tok['blob']} if name else None)
+
+
+if __name__ == '__main__':  # python model_llama.py out-run/best.pt out-run-hf: a run as a Hugging Face folder
+    import sys
+    print(f"wrote {export_checkpoint(*sys.argv[1:3])}")

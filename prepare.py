@@ -42,7 +42,7 @@ import chat
 from chat import read_records, render, to_messages
 from configurator import ConfigError, configure
 from shards import DataError, dtype_for_vocab, read_shard, write_shard
-from tokenizer import SPECIAL_TOKENS, get_tokenizer, tokenizer_from_state, train_sentencepiece
+from tokenizer import SPECIAL_TOKENS, get_tokenizer, hf_tokenizer_file, tokenizer_from_state, train_sentencepiece
 
 # -----------------------------------------------------------------------------
 dataset = 'gsm_synth'     # recipe name, Hugging Face dataset id, or a local file / folder
@@ -70,7 +70,7 @@ synth_test = 500
 synth_seed = 0
 synth_min_steps = 2
 synth_max_steps = 4
-synth_scratch = False     # gsm_synth: write each computation out digit by digit (gsm_synth.columns) in the reasoning
+synth_scratch = True      # gsm_synth: write each computation out digit by digit (gsm_synth.columns) in the reasoning
 # -----------------------------------------------------------------------------
 
 RECIPES = {  # name -> (where it comes from, text field, the source's val split)
@@ -354,7 +354,7 @@ def main():
             try:
                 if show_mask:
                     raise DataError('--show_mask renders the data again')
-                if meta['tokenizer'].startswith('sp:') or meta['tokenizer'].endswith('.model'):
+                if meta['tokenizer'].startswith(('sp:', 'hf:')) or meta['tokenizer'].endswith('.model'):
                     get_tokenizer(meta['tokenizer'], data_dir)
                 for f in meta['files']:
                     read_shard(os.path.join(data_dir, f))
@@ -380,6 +380,8 @@ def main():
                 if total >= sp_train_chars:
                     break
         train_sentencepiece(sample(), n, os.path.join(data_dir, 'tokenizer.model'))
+    elif tokenizer.startswith('hf:'):  # keep a copy of tokenizer.json with the data, so the folder is self-contained
+        shutil.copyfile(hf_tokenizer_file(tokenizer[3:]), os.path.join(data_dir, 'tokenizer.json'))
     elif tokenizer.endswith('.model'):  # keep a copy with the data, so the folder is self-contained
         copy = os.path.join(data_dir, 'tokenizer.model')
         if not os.path.exists(copy) or not os.path.samefile(tokenizer, copy):

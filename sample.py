@@ -23,7 +23,8 @@ from tokenizer import tokenizer_from_state
 
 # -----------------------------------------------------------------------------
 out_dir = 'out'
-ckpt = ''               # checkpoint file in out_dir; '' = best.pt if there is one, else ckpt.pt
+ckpt = ''               # checkpoint file in out_dir; '' = best.pt if there is one, else ckpt.pt; or a pretrained
+                        # model: hf:<folder or hub id> | llama2c:<file.bin> (Llama.from_pretrained, its own tokenizer)
 start = '\n'            # prompt: a string, or FILE:path to read it from a file
 num_samples = 2
 max_new_tokens = 500
@@ -59,21 +60,32 @@ try:
 except ConfigError as e:
     fail(str(e))
 name = ckpt or ('best.pt' if os.path.isfile(os.path.join(out_dir, 'best.pt')) else 'ckpt.pt')
-path = os.path.join(out_dir, name)
-if not os.path.isfile(path):
-    fail(f"no checkpoint {path}: train first (python train.py ...) or set --out_dir")
-checkpoint = torch.load(path, map_location='cpu', weights_only=False)
-if checkpoint.get('model_type') not in ('llama', 'rwkv7'):
-    fail(f"{path} holds a '{checkpoint.get('model_type')}' model, which this sample.py cannot run")
-if checkpoint['model_type'] == 'llama':
-    from model_llama import Llama, LlamaConfig
-    model = Llama(LlamaConfig(**checkpoint['model_args']))
-else:  # RWKV-7 generates with its recurrent state: constant time and memory per token
-    from model_rwkv7 import RWKV7, RWKV7Config
-    model = RWKV7(RWKV7Config(**checkpoint['model_args']))
-model.load_state_dict(checkpoint['model'])
+if name.startswith(('hf:', 'llama2c:')):  # --ckpt=hf:<folder or hub id> | llama2c:<file.bin>: with its own tokenizer
+    path = name
+    from model_llama import Llama, resolve_pretrained
+    from tokenizer import get_tokenizer, pretrained_tokenizer
+    try:
+        local = resolve_pretrained(path.split(':', 1)[1])
+        model, tok = Llama.from_pretrained(local), get_tokenizer(pretrained_tokenizer(local))
+    except (OSError, ValueError) as e:
+        fail(f"cannot load {path}: {e}")
+    checkpoint = {'model_type': 'llama', 'iter_num': 'pretrained'}
+else:
+    path = os.path.join(out_dir, name)
+    if not os.path.isfile(path):
+        fail(f"no checkpoint {path}: train first (python train.py ...) or set --out_dir")
+    checkpoint = torch.load(path, map_location='cpu', weights_only=False)
+    if checkpoint.get('model_type') not in ('llama', 'rwkv7'):
+        fail(f"{path} holds a '{checkpoint.get('model_type')}' model, which this sample.py cannot run")
+    if checkpoint['model_type'] == 'llama':
+        from model_llama import Llama, LlamaConfig
+        model = Llama(LlamaConfig(**checkpoint['model_args']))
+    else:  # RWKV-7 generates with its recurrent state: constant time and memory per token
+        from model_rwkv7 import RWKV7, RWKV7Config
+        model = RWKV7(RWKV7Config(**checkpoint['model_args']))
+    model.load_state_dict(checkpoint['model'])
+    tok = tokenizer_from_state(checkpoint['tokenizer'])
 model.eval().to(device)
-tok = tokenizer_from_state(checkpoint['tokenizer'])
 print(f"loaded {path} (iteration {checkpoint['iter_num']}, {model.get_num_params() / 1e6:.2f}M parameters)",
       file=sys.stderr)
 

@@ -8,17 +8,23 @@ Tokenizers shared by prepare.py, train.py, sample.py and bench.py. One spec stri
     path/x.model    an existing SentencePiece model (e.g. Llama 2's tokenizer.model); specials appended after it
     rwkv:path       the RWKV World tokenizer (rwkv_vocab_v20230424.txt): greedy longest byte match, id 0 = end of
                     text, our special tokens at ids 65530..65534 (the model vocabulary is padded to 65536)
+    hf:path         a Hugging Face tokenizer.json (a file, a model folder holding one, or a hub id) through the
+                    `tokenizers` library (Qwen2.5, SmolLM2, Llama 3, ...): its special tokens from added_tokens, its
+                    own <|im_start|>/<|im_end|>/<think>/</think> where it has them (ours appended otherwise),
+                    end of text its <|endoftext|>, <|end_of_text|> or </s>
 
 A Tokenizer's `state()` (a small dict, with the SentencePiece model or vocabulary file bytes) is stored in every
 checkpoint, so sample.py decodes with exactly the tokenizer the model was trained with.
 """
 
 import ast
+import json
 import os
 import re
 
 SPECIAL_TOKENS = ['<|im_start|>', '<|im_end|>', '<think>', '</think>', '<|pad|>']
 EOT = '<|endoftext|>'
+HF_EOT = ['<|endoftext|>', '<|end_of_text|>', '</s>', '<eos>']  # the document separator of a tokenizer.json, in order
 
 
 class Tokenizer:
@@ -71,10 +77,28 @@ class Tokenizer:
             n = max(self.vocab) + 1  # 65530: ids 1..65529 in the file, 0 = end of text
             self.special = {EOT: 0, **{t: n + i for i, t in enumerate(SPECIAL_TOKENS)}}
             self.eot_id, self.vocab_size = 0, n + len(SPECIAL_TOKENS)
+        elif kind == 'hf':
+            try:
+                from tokenizers import Tokenizer as HFTokenizer
+            except ImportError:
+                raise ValueError(f"tokenizer '{spec}' needs Hugging Face's tokenizers: pip install tokenizers") from None
+            self.hf = HFTokenizer.from_str(blob.decode('utf-8'))
+            self.hf.encode_special_tokens = True  # in text they are text: encode() maps the special strings itself
+            vocab = self.hf.get_vocab(with_added_tokens=True)
+            eot = next((t for t in HF_EOT if t in vocab), None)
+            if eot is None:
+                raise ValueError(f"tokenizer '{spec}' has none of {HF_EOT}: no end-of-text token to separate documents")
+            self.eot_id, n = vocab[eot], max(vocab.values()) + 1
+            self.special = {EOT: vocab[eot], **{t['content']: t['id'] for t in json.loads(blob)['added_tokens']
+                                                if t['special']}}
+            for t in SPECIAL_TOKENS:  # the model's own chat tokens where it has them (Qwen2.5: <|im_start|>, ...)
+                self.special[t] = vocab[t] if t in vocab else n + sum(v >= n for v in self.special.values())
+            self.vocab_size = max(n, max(self.special.values()) + 1)
         else:
             raise ValueError(f"unknown tokenizer kind '{kind}'")
-        self.special_inv = {v: k for k, v in self.special.items()}
-        self._split = re.compile('(' + '|'.join(re.escape(t) for t in self.special) + ')')
+        self.special_inv = {v: k for k, v in self.special.items()}  # the model's own name wins over our EOT alias
+        self._split = re.compile('(' + '|'.join(re.escape(t) for t in sorted(self.special, key=len, reverse=True))
+                                 + ')')
 
     def encode(self, text, special=True):
         """Text -> token ids. With special=True the strings of `self.special` become their single ids; with
@@ -87,7 +111,8 @@ class Tokenizer:
                 ids.append(self.special[part])
             elif part:
                 ids.extend(list(part.encode('utf-8')) if self.kind == 'byte' else self._encode_rwkv(part)
-                           if self.kind == 'rwkv' else self.sp.encode(part))
+                           if self.kind == 'rwkv' else self.hf.encode(part, add_special_tokens=False).ids
+                           if self.kind == 'hf' else self.sp.encode(part))
         return ids
 
     def _encode_rwkv(self, text):
@@ -122,6 +147,8 @@ class Tokenizer:
     def _decode_plain(self, ids):
         if self.kind == 'rwkv':
             return b''.join(self.vocab[i] for i in ids if i in self.vocab).decode('utf-8', errors='replace')
+        if self.kind == 'hf':
+            return self.hf.decode(ids, skip_special_tokens=False)
         return bytes(ids).decode('utf-8', errors='replace') if self.kind == 'byte' else self.sp.decode(ids)
 
     def state(self):
@@ -153,6 +180,11 @@ def get_tokenizer(spec, data_dir=None):
         if not os.path.isfile(path):
             raise FileNotFoundError(f"RWKV vocabulary file '{spec[5:]}' not found (rwkv:path/rwkv_vocab_v20230424.txt)")
         return Tokenizer(spec, 'rwkv', open(path, 'rb').read())
+    if spec.startswith('hf:'):
+        copy = os.path.join(data_dir or '', 'tokenizer.json')
+        if data_dir and os.path.isfile(copy):  # prepare.py keeps a copy with the data
+            return Tokenizer(spec, 'hf', open(copy, 'rb').read())
+        return Tokenizer(spec, 'hf', open(hf_tokenizer_file(spec[3:]), 'rb').read())
     if spec.endswith('.model') or os.path.isfile(spec):
         copy = os.path.join(data_dir or '', 'tokenizer.model')
         if data_dir and os.path.isfile(copy):  # prepare.py keeps a copy with the data
@@ -160,8 +192,39 @@ def get_tokenizer(spec, data_dir=None):
         if not os.path.isfile(spec):
             raise FileNotFoundError(f"SentencePiece model file '{spec}' not found")
         return Tokenizer(spec, 'sp', open(spec, 'rb').read())
-    raise ValueError(f"unknown tokenizer '{spec}': use gpt2, byte, sp:N (e.g. sp:4096), a path to a .model file or "
-                     f"rwkv:path/to/rwkv_vocab_v20230424.txt")
+    raise ValueError(f"unknown tokenizer '{spec}': use gpt2, byte, sp:N (e.g. sp:4096), a path to a .model file, "
+                     f"rwkv:path/to/rwkv_vocab_v20230424.txt or hf:path/to/tokenizer.json")
+
+
+def hf_tokenizer_file(path):
+    """The tokenizer.json of `path`: the file itself, the one in a model folder, or a Hugging Face hub id's
+    (downloaded by huggingface_hub). Raises FileNotFoundError."""
+    if os.path.isdir(path):
+        path = os.path.join(path, 'tokenizer.json')
+    if os.path.isfile(path):
+        return path
+    if path.count('/') == 1 and not path.startswith(('.', '/')):
+        try:
+            from huggingface_hub import hf_hub_download
+            return hf_hub_download(path, 'tokenizer.json')
+        except Exception as e:  # not installed, offline, no such repository or file
+            raise FileNotFoundError(f"'{path}' is no local tokenizer.json or folder, and downloading it from the "
+                                    f"Hugging Face hub failed ({type(e).__name__})") from None
+    raise FileNotFoundError(f"tokenizer file '{path}' not found (hf:path/to/tokenizer.json, a folder or a hub id)")
+
+
+def pretrained_tokenizer(path):
+    """The tokenizer spec of a pretrained model (a local folder or a llama2.c .bin; see Llama.from_pretrained): a
+    folder's tokenizer.json ('hf:<folder>/tokenizer.json', what --tokenizer=hf:<folder or hub id> reads too), else its
+    tokenizer.model; for a .bin file, the tokenizer.model or the one .model file beside it (llama2.c's tok512.model).
+    Raises FileNotFoundError."""
+    folder = path if os.path.isdir(path) else os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path) and os.path.isfile(os.path.join(folder, 'tokenizer.json')):
+        return 'hf:' + os.path.join(folder, 'tokenizer.json')
+    models = sorted(f for f in os.listdir(folder) if f.endswith('.model'))
+    if 'tokenizer.model' in models or len(models) == 1 and not os.path.isdir(path):
+        return os.path.join(folder, 'tokenizer.model' if 'tokenizer.model' in models else models[0])
+    raise FileNotFoundError(f"no tokenizer for {path}: expected tokenizer.json or tokenizer.model beside it")
 
 
 def train_sentencepiece(texts, vocab_size, path):

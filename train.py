@@ -43,6 +43,8 @@ from configurator import ConfigError, configure, pick_device
 from shards import DataError, load_meta, load_split, pack_examples, read_shard
 from tokenizer import get_tokenizer
 
+PRETRAINED = ('rwkv:', 'hf:', 'llama2c:')  # init_from prefixes of the pretrained checkpoints a loader builds
+
 # -----------------------------------------------------------------------------
 # I/O
 out_dir = 'out'
@@ -54,6 +56,7 @@ always_save_checkpoint = True  # write ckpt.pt at every eval (else only when val
 keep_last = 0               # also keep the k newest checkpoints as ckpt_<iter>.pt (hard links: no extra space); 0 = off
 max_bad_steps = 10          # stop after this many steps in a row with a non-finite loss (each one is skipped)
 init_from = 'scratch'       # 'scratch' | 'resume' (from out_dir/ckpt.pt) | 'rwkv:<official RWKV-7 .pth>' |
+                            # 'hf:<Hugging Face folder or hub id>' | 'llama2c:<file.bin>' (Llama.from_pretrained) |
                             # another run's out_dir (its weights, a fresh optimizer: pretrain, then fine-tune)
 # LoRA / QLoRA fine-tuning (lora.py, qlora.py): the base model (init_from) frozen, only the adapters train
 lora_r = 0                  # adapter rank; 0 = off (every weight trains)
@@ -169,13 +172,15 @@ try:
         raise ConfigError(f"dtype must be auto, float32, bfloat16 or float16, not '{dtype}'")
     if lr_schedule not in ('cosine', 'linear'):
         raise ConfigError(f"lr_schedule must be 'cosine' or 'linear', not '{lr_schedule}'")
-    if init_from not in ('scratch', 'resume') and not init_from.startswith('rwkv:') and not os.path.isdir(init_from):
-        raise ConfigError(f"init_from must be 'scratch', 'resume', 'rwkv:<file.pth>' or a run's out_dir, not "
-                          f"'{init_from}' (no such folder)")
+    if init_from not in ('scratch', 'resume') and not init_from.startswith(PRETRAINED) and not os.path.isdir(init_from):
+        raise ConfigError(f"init_from must be 'scratch', 'resume', 'rwkv:<file.pth>', 'hf:<folder or hub id>', "
+                          f"'llama2c:<file.bin>' or a run's out_dir, not '{init_from}' (no such folder)")
     if model_type not in ('llama', 'rwkv7'):
         raise ConfigError(f"model_type must be 'llama' or 'rwkv7', not '{model_type}'")
     if init_from.startswith('rwkv:') and model_type != 'rwkv7':
         raise ConfigError(f"init_from='{init_from}' loads an RWKV-7 checkpoint: set --model_type=rwkv7")
+    if init_from.startswith(('hf:', 'llama2c:')) and model_type != 'llama':
+        raise ConfigError(f"init_from='{init_from}' loads a Llama-family model: set --model_type=llama")
     if lora_r < 0 or not 0 <= lora_dropout < 1:
         raise ConfigError(f"need lora_r >= 0 (0 = off; got {lora_r}) and 0 <= lora_dropout < 1 (got {lora_dropout})")
     if qlora and not lora_r:
@@ -262,7 +267,7 @@ if init_from == 'resume':
     print("resuming: the model's shape comes from the checkpoint; shape keys given now are ignored"
           + ("; so do the LoRA settings and the base model" if lora_run else ''))
 base_from = lora_run['base']['init_from'] if lora_run else init_from
-if base_from not in ('scratch', 'resume') and not base_from.startswith('rwkv:'):  # another run's out_dir
+if base_from not in ('scratch', 'resume') and not base_from.startswith(PRETRAINED):  # another run's out_dir
     name = lora_run['base']['file'] if lora_run else \
         'best.pt' if os.path.isfile(os.path.join(base_from, 'best.pt')) else 'ckpt.pt'
     if not os.path.isfile(os.path.join(base_from, name)):
@@ -290,6 +295,22 @@ elif base_from.startswith('rwkv:'):
     if not lora_run:
         model_args = dataclasses.asdict(pretrained.config)
     print(f"loaded {base_from[5:]}")
+elif base_from.startswith(('hf:', 'llama2c:')):  # a pretrained Llama / Mistral / Qwen2 / llama2.c model
+    from model_llama import resolve_pretrained
+    from tokenizer import pretrained_tokenizer
+    try:
+        local = resolve_pretrained(base_from.split(':', 1)[1])
+        own = get_tokenizer(pretrained_tokenizer(local))
+        pretrained = Llama.from_pretrained(local, block_size=block_size, dropout=dropout,
+                                           vocab_size=64 * math.ceil(meta['vocab_size'] / 64))  # room for our specials
+    except (OSError, ValueError, RuntimeError) as e:
+        fail(f"cannot load {base_from}: {e}")
+    if own.blob != tok.blob:
+        fail(f"{base_from} comes with its own tokenizer, but {data_dir} was tokenized with '{tok.spec}': prepare "
+             f"the data with --tokenizer={own.spec}")
+    if not lora_run:
+        model_args = dataclasses.asdict(pretrained.config)
+    print(f"loaded {base_from} ({pretrained.get_num_params() / 1e6:.2f}M parameters)")
 elif init_from == 'resume':
     pass
 elif model_type == 'rwkv7':
@@ -313,7 +334,8 @@ if block_size > model_args['block_size']:
 if model_type == 'rwkv7':  # the WKV implementation is a run-time choice, also on resume
     model_args.update(wkv_impl=wkv_impl, chunk_len=chunk_len)
 try:
-    model = pretrained if base_from.startswith('rwkv:') else MODELS[model_type][0](MODELS[model_type][1](**model_args))
+    model = pretrained if base_from.startswith(PRETRAINED) else \
+        MODELS[model_type][0](MODELS[model_type][1](**model_args))
 except (ValueError, ZeroDivisionError) as e:
     fail(f"bad model shape: {e}")
 model_args = dataclasses.asdict(model.config)  # with derived values (intermediate_size, LoRA ranks) filled in
