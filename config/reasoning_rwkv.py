@@ -1,7 +1,7 @@
 # A small RWKV-7 trained from scratch on gsm_synth (generated GSM8K-style problems) on a laptop CPU: the RWKV
 # counterpart of reasoning_llama.py, with O(1)-per-token generation.
 # python prepare.py && python train.py config/reasoning_rwkv.py
-# python bench.py --task=accuracy --out_dir=out-reasoning-rwkv --data=data/gsm_synth_sp512/test.jsonl --limit=500
+# python bench.py --task=gsm_synth --out_dir=out-reasoning-rwkv --max_new_tokens=400
 out_dir = 'out-reasoning-rwkv'
 data_dir = 'data/gsm_synth_sp512'
 model_type = 'rwkv7'
@@ -10,8 +10,8 @@ eval_iters = 10
 log_interval = 50
 always_save_checkpoint = True
 
-batch_size = 8
-block_size = 384
+batch_size = 6
+block_size = 512
 n_layer = 4
 n_embd = 192
 head_size = 32            # 6 WKV heads
