@@ -63,6 +63,8 @@ system_prompt = chat.SYSTEM_PROMPT
 keep_calc = False         # keep GSM8K's <<48/2=24>> calculator annotations in the reasoning
 skip_bad = False          # skip (and count) malformed records instead of stopping at the first
 show_mask = False         # print one rendered example with the supervised span marked
+max_examples = 0          # chat sources: read at most this many training records (val included; 0 = all; the test
+                          # file is never cut)
 no_reasoning = False      # drop the <think> block from the replies: answers only (an ablation of the reasoning)
 synth_train = 100000      # gsm_synth: problems per split, and the generator's knobs
 synth_val = 500
@@ -215,12 +217,17 @@ def chat_records():
                                                              scratch=synth_scratch)):
                 yield sp, f"gsm_synth {sp} {i}", p
         return
+    def train_or_val(n):  # every (1/val_fraction)-th training record goes to val
+        return 'val' if int((n + 1) * val_fraction) > int(n * val_fraction) else 'train'
+
     if dataset == 'gsm8k' and not source:
         from datasets import load_dataset
         try:
-            for sp, hf in (('train', 'train'), ('test', 'test')):
+            for hf in ('train', 'test'):
                 for i, rec in enumerate(load_dataset('openai/gsm8k', 'main', split=hf)):
-                    yield sp, f"openai/gsm8k {hf} {i}", rec
+                    if hf == 'train' and max_examples and i >= max_examples:
+                        break
+                    yield hf if hf == 'test' else train_or_val(i), f"openai/gsm8k {hf} {i}", rec
         except Exception as e:
             raise DataError(f"could not load openai/gsm8k ({type(e).__name__}: {e}). Offline? Pass a folder with "
                             f"train.jsonl and test.jsonl: --source=path") from None
@@ -233,7 +240,9 @@ def chat_records():
     for f in files:
         test_file = os.path.basename(f).startswith('test')  # GSM8K's test.jsonl is the held-out set
         for w, rec in read_records(f):
-            sp = 'test' if test_file else 'val' if int((n + 1) * val_fraction) > int(n * val_fraction) else 'train'
+            if not test_file and max_examples and n >= max_examples:
+                break
+            sp = 'test' if test_file else train_or_val(n)
             n += 0 if test_file else 1
             yield sp, w, rec
 
@@ -342,7 +351,7 @@ def main():
     data_dir = data_dir or os.path.join('data', f"{os.path.basename(dataset.rstrip('/')).split('.')[0]}_{tag}")
     args = {k: globals()[k] for k in ('dataset', 'source', 'tokenizer', 'text_field', 'split', 'val_split',
                                    'val_fraction', 'shard_size', 'sp_train_chars', 'format', 'system_prompt',
-                                   'keep_calc', 'no_reasoning', 'skip_bad', 'synth_train', 'synth_val', 'synth_test', 'synth_seed',
+                                   'keep_calc', 'max_examples', 'no_reasoning', 'skip_bad', 'synth_train', 'synth_val', 'synth_test', 'synth_seed',
                                    'synth_min_steps', 'synth_max_steps', 'synth_scratch')}
     meta_path = os.path.join(data_dir, 'meta.json')
     if os.path.exists(meta_path):

@@ -637,6 +637,10 @@ def test_prepare_chat_and_sft_accumulation(tmp_path):
     meta = json.load(open(tmp_path / 'd' / 'meta.json'))
     assert (meta['train_examples'], meta['val_examples'], meta['test_examples'], meta['skipped_bad']) == (45, 5, 10, 1)
     assert len(open(tmp_path / 'd' / 'test.jsonl').readlines()) == 10
+    run('prepare.py', '--dataset=gsm8k', '--source=gsm', '--tokenizer=byte', '--data_dir=d20', '--skip_bad',
+        '--max_examples=20', cwd=tmp_path)  # the first 20 training records, 10% of them val; all of test
+    meta = json.load(open(tmp_path / 'd20' / 'meta.json'))
+    assert (meta['train_examples'], meta['val_examples'], meta['test_examples']) == (18, 2, 10)
     # one step of 2 x 4 accumulated micro-batches equals one step of a batch of 8 (same rows, same sampler draws)
     common = ['--data_dir=d', '--block_size=128', '--n_layer=1', '--n_head=2', '--n_kv_head=1', '--n_embd=16',
               '--max_iters=1', '--eval_iters=1', '--device=cpu', '--warmup_iters=0', '--decay_lr=False']
