@@ -391,14 +391,17 @@ def complete(model, tok, prompts, stop_ids, stop_strs=(), temp=0.0, gen=None):
 
 
 def fit(model, ids):
-    """The last tokens of ids that leave max_new_tokens of room in a Llama's context (RWKV-7 has no limit), as
-    lm-eval truncates contexts on the left."""
+    """The last tokens of ids that leave max_new_tokens of room in a Llama's context (RWKV-7 has no limit): few-shot
+    prompts are truncated on the left as lm-eval does; a chat prompt keeps at least half the context (a long reply
+    then runs past block_size with a cropped context, as in sample.py), so the question is never cut for room."""
     if not hasattr(model, 'layers'):
         return ids
-    if model.config.block_size <= max_new_tokens:
-        raise ConfigError(f"max_new_tokens ({max_new_tokens}) leaves no room for a prompt in block_size "
-                          f"{model.config.block_size}: lower it")
-    return ids[-(model.config.block_size - max_new_tokens):]
+    L = model.config.block_size
+    if prompt != 'fewshot':
+        return ids[-max(L - max_new_tokens, L // 2):]
+    if L <= max_new_tokens:
+        raise ConfigError(f"max_new_tokens ({max_new_tokens}) leaves no room for a prompt in block_size {L}: lower it")
+    return ids[-(L - max_new_tokens):]
 
 
 def bench_eval(kind):
@@ -518,16 +521,17 @@ def bench_distill():
 
 
 # ---------------------------------------------------------------------------- perplexity
-def bench_perplexity(text_file=''):
+def bench_perplexity(text_file='', run=None):
     """Loss (nats per counted token), perplexity and bits per byte of the run out_dir: on text_file, or on the val
     shards of data_dir (default the run's). Plain data: consecutive windows of block_size tokens (every token but the
     first predicted once). Chat data (mask shards): each example on its own from its start, only its supervised
     tokens counted. bits/byte = total nats / ln 2 / UTF-8 bytes of the decoded counted tokens (special tokens as
-    their text). limit: the first `limit` windows or examples."""
+    their text). limit: the first `limit` windows or examples. run: (model, tokenizer, {'path', 'config'}) of a model
+    in memory instead of out_dir's checkpoint (train.py --eval_only)."""
     import numpy as np
     from shards import DataError, load_meta, load_split, read_shard
     from tokenizer import get_tokenizer
-    model, tok, ck = load_run(out_dir, ckpt)
+    model, tok, ck = run or load_run(out_dir, ckpt)
     L = model.config.block_size
     rows = []  # (x, y, joined): y = -1 where not counted; joined: its counted tokens continue the previous row's
 

@@ -5,9 +5,10 @@ GPT-2 files are neither cached nor downloadable.
 """
 
 import json
+import math
+import os
 import random
 import re
-import os
 import signal
 import subprocess
 import sys
@@ -360,6 +361,14 @@ def test_exact_resume(data_dir):
     assert losses[0] == losses[1] and sorted(losses[0]) == [3, 6, 9, 12]
     assert json.load(open(data_dir / 'full' / 'config.json'))['max_iters'] == 12
     assert a['tokenizer']['spec'] == 'byte' and a['config']['n_embd'] == 32
+    # --eval_only: the loss estimate, then bench.py's perplexity and bits per byte of the val split; writes nothing
+    before = sorted(os.listdir(data_dir / 'full'))
+    p = run('train.py', *TRAIN_ARGS, '--out_dir=full', '--init_from=resume', '--eval_only', cwd=data_dir)
+    m = re.search(r'\| d \| ([\d,]+) \| ([\d.]+) \| ([\d.]+) \| ([\d,]+) \| ([\d.]+) \|', p.stdout)
+    assert m, p.stdout
+    loss, nbytes, bpb = float(m.group(2)), int(m.group(4).replace(',', '')), float(m.group(5))
+    assert 0 < loss < 6 and abs(bpb - loss * int(m.group(1).replace(',', '')) / math.log(2) / nbytes) < 1e-3
+    assert sorted(os.listdir(data_dir / 'full')) == before
 
 
 def test_train_errors(data_dir):

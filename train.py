@@ -608,6 +608,15 @@ def log(record):
 
 if eval_only:
     print(json.dumps(estimate_loss()))
+    if master_process:  # the val split's loss, perplexity and bits per byte, as bench.py --task=perplexity gives them
+        import bench
+        bench.device, bench.out_dir, bench.data_dir, bench.batch_size = device, '', data_dir, batch_size
+        try:
+            with ctx:
+                bench.bench_perplexity(run=(raw_model.eval(), tok, {'path': f"the model of init_from='{init_from}'",
+                                                                    'config': config}))
+        except ConfigError as e:
+            fail(str(e))
     if ddp:
         torch.distributed.barrier()
         torch.distributed.destroy_process_group()
