@@ -175,7 +175,8 @@ def test_prepare_local_sources(tmp_path):
     assert 'nothing to do' in p.stdout
     p = run('prepare.py', '--dataset=docs', '--tokenizer=sp:400', '--data_dir=d', cwd=tmp_path, check=False)
     assert p.returncode == 1 and "already holds data tokenized with 'byte'" in p.stderr
-    p = run('prepare.py', '--dataset=docs', '--text_field=body', '--data_dir=e', cwd=tmp_path, check=False)
+    p = run('prepare.py', '--dataset=docs', '--text_field=body', '--tokenizer=byte', '--data_dir=e', cwd=tmp_path,
+            check=False)
     assert p.returncode == 1 and "no 'body' field" in p.stderr and 'Traceback' not in p.stderr
 
 
