@@ -351,7 +351,8 @@ def main():
     data_dir = data_dir or os.path.join('data', f"{os.path.basename(dataset.rstrip('/')).split('.')[0]}_{tag}")
     args = {k: globals()[k] for k in ('dataset', 'source', 'tokenizer', 'text_field', 'split', 'val_split',
                                    'val_fraction', 'shard_size', 'sp_train_chars', 'format', 'system_prompt',
-                                   'keep_calc', 'max_examples', 'no_reasoning', 'skip_bad', 'synth_train', 'synth_val', 'synth_test', 'synth_seed',
+                                   'keep_calc', 'max_examples', 'no_reasoning', 'skip_bad', 'synth_train', 'synth_val',
+                                   'synth_test', 'synth_seed',
                                    'synth_min_steps', 'synth_max_steps', 'synth_scratch')}
     meta_path = os.path.join(data_dir, 'meta.json')
     if os.path.exists(meta_path):

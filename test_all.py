@@ -196,8 +196,8 @@ def test_prepare_shards_recipe_source_and_bad_args(tmp_path):
     for bad, msg in (('--shard_size=0', 'shard_size must be'), ('--tokenizer=sp:abc', 'sp:N needs a number'),
                      ('--tokenizer=gpt3', 'unknown tokenizer'), ('--tokenizer=missing.model', 'not found'),
                      ('--val_fraction=1.5', 'val_fraction must be'), ('--dataset=nothing_here', 'is not a recipe')):
-        p = run('prepare.py', '--dataset=stories.jsonl', '--text_field=story', '--data_dir=bad', bad, cwd=tmp_path,
-                check=False)
+        p = run('prepare.py', '--dataset=stories.jsonl', '--text_field=story', '--data_dir=bad', '--tokenizer=byte', bad,
+                cwd=tmp_path, check=False)
         assert p.returncode == 1 and msg in p.stderr and 'Traceback' not in p.stderr, (bad, p.stderr)
         assert not os.path.exists(tmp_path / 'bad' / 'meta.json')
 
