@@ -702,7 +702,8 @@ while True:
                          torch.tensor(float(truncated), device=device)])
     if ddp:  # the step's loss over all ranks; whether any rank was asked to stop
         torch.distributed.all_reduce(stats)
-    step_lossf, stop_requested, truncated_all = stats[0].item(), stats[1].item() > 0, int(stats[2].item())
+    step_lossf, stop_f, truncated_f = stats.tolist()  # one device-to-host copy per step
+    stop_requested, truncated_all = stop_f > 0, int(truncated_f)
     ok = math.isfinite(step_lossf)
     if ok and grad_clip != 0.0:
         scaler.unscale_(optimizer)
