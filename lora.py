@@ -12,8 +12,11 @@ as it was. Works on model_llama.Llama and model_rwkv7.RWKV7 (and any nn.Module w
     load_adapter('adapter.safetensors', other)                   # refuses a different base model
     merge_lora(model) / unmerge_lora(model)                      # fold W + scaling * B A into the base weights
     merged_state_dict(model)                                     # the plain model's state dict, adapters folded in
+    save_peft('adapter', llama)                                  # a PEFT LoRA folder for the export_hf of its base
 
 A 4-bit (QLoRA) base is handled by qlora.py; here it is only dequantized, for merged_state_dict.
+
+    python lora.py out-lora out-lora-hf     # a LoRA run of a Llama -> out-lora-hf/base (export_hf) + /adapter (PEFT)
 """
 
 import fnmatch
@@ -276,3 +279,87 @@ def load_adapter(path, model):
                         f"(its meta: {header.get('meta', '{}')[:200]})")
     load_lora_state_dict(model, sd)
     return json.loads(header.get('meta', '{}'))
+
+
+# ---------------------------------------------------------------------------- PEFT (Hugging Face) export
+def save_peft(out_dir, model, base_model_name_or_path=''):
+    """Write the adapters of a model_llama.Llama under apply_lora as a PEFT LoRA folder for the Hugging Face model
+    that model_llama.export_hf writes of its base: adapter_config.json (peft_type LORA, task_type CAUSAL_LM, r,
+    lora_alpha, lora_dropout, use_rslora, target_modules, base_model_name_or_path) and adapter_model.safetensors
+    (fp32; PEFT's key names, e.g. 'base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight' (r, in) and
+    '...lora_B.weight' (out, r)). target_modules: the projection names ('q_proj', ...) when every layer of those
+    names has an adapter, else the full module names. Load with peft.PeftModel.from_pretrained(
+    AutoModelForCausalLM.from_pretrained(base), out_dir). Returns out_dir. Raises LoRAError for a model that is not
+    a Llama with adapters (RWKV-7 has no transformers counterpart here)."""
+    from safetensors.torch import save_file
+    from model_llama import Llama
+    mods = lora_modules(model)
+    if not isinstance(model, Llama) or not mods:
+        raise LoRAError(f"PEFT export needs a model_llama.Llama with LoRA adapters, not a {type(model).__name__}"
+                        f"{' without adapters' if not mods else ''}")
+    hf = lambda n: n if n.startswith('lm_head') else 'model.' + n  # noqa: E731 (export_hf's names)
+    names = [hf(n) for n, _ in mods]
+    kinds = sorted({n.rpartition('.')[2] for n in names})
+    every = {hf(n) for n, _ in model.named_modules() if n and n.rpartition('.')[2] in kinds}
+    cfg = model.lora_config
+    config = dict(peft_type='LORA', task_type='CAUSAL_LM', base_model_name_or_path=base_model_name_or_path,
+                  r=cfg['r'], lora_alpha=cfg['alpha'], lora_dropout=cfg['dropout'], use_rslora=cfg['rslora'],
+                  target_modules=kinds if every == set(names) else names, bias='none', fan_in_fan_out=False,
+                  inference_mode=True, modules_to_save=None)
+    tensors = {f'base_model.model.{hf(n)}.lora_{ab}.weight': getattr(m, f'lora_{ab}').detach().float().cpu()
+               .contiguous() for n, m in mods for ab in 'AB'}
+    os.makedirs(out_dir, exist_ok=True)
+    save_file(tensors, os.path.join(out_dir, 'adapter_model.safetensors'), metadata={'format': 'pt'})
+    with open(os.path.join(out_dir, 'adapter_config.json'), 'w') as f:
+        json.dump(config, f, indent=2)
+    return out_dir
+
+
+def export_run(run_dir, out_dir):
+    """A train.py LoRA run of a Llama -> two Hugging Face folders: out_dir/base, its base model (export_hf, with the
+    run's tokenizer files) and out_dir/adapter, its best adapters (run_dir/adapter.safetensors; ckpt.pt's latest
+    when there is none yet) as PEFT (save_peft, base_model_name_or_path the base folder). The base is rebuilt from
+    the run's reference: another run's checkpoint (its init_from path, relative to where train.py ran) or an
+    hf:/llama2c: model, and checked against the run's fingerprint. A QLoRA run's base is the original, unquantized
+    one (as PEFT's QLoRA adapters are used). Returns (base folder, adapter folder). Raises LoRAError: not a LoRA
+    run of a Llama, a seeded scratch base (stored nowhere: export the merged best.pt with model_llama.py), another
+    base than the run's."""
+    import torch
+    from model_llama import Llama, LlamaConfig, export_hf, resolve_pretrained
+    from tokenizer import hf_files
+    ck = torch.load(os.path.join(run_dir, 'ckpt.pt'), map_location='cpu', weights_only=False)
+    info = ck.get('lora') if isinstance(ck, dict) else None
+    if info is None or ck.get('model_type') != 'llama':
+        raise LoRAError(f"{run_dir}/ckpt.pt is not a LoRA run of a Llama (train.py --lora_r, model_type llama)")
+    src, args = info['base']['init_from'], ck['model_args']
+    if src.startswith(('hf:', 'llama2c:')):
+        model = Llama.from_pretrained(resolve_pretrained(src.split(':', 1)[1]), block_size=args['block_size'],
+                                      vocab_size=args['vocab_size'])
+    elif info['base']['file']:
+        base = torch.load(os.path.join(src, info['base']['file']), map_location='cpu', weights_only=False)
+        model = Llama(LlamaConfig(**base['model_args']))
+        model.load_state_dict(base['model'])
+    else:
+        raise LoRAError(f"the base of {run_dir} is a seeded scratch model, stored nowhere: export its merged best.pt "
+                        f"(python model_llama.py {run_dir}/best.pt {out_dir})")
+    if base_fingerprint(model) != info['base']['fingerprint']:
+        raise LoRAError(f"the base '{src}' is not the one {run_dir} was trained on (fingerprint "
+                        f"{base_fingerprint(model)}, the run's {info['base']['fingerprint']}): it changed since")
+    base_dir, adapter = os.path.join(out_dir, 'base'), os.path.join(run_dir, 'adapter.safetensors')
+    export_hf(model, base_dir, hf_files(ck['tokenizer']))
+    if os.path.isfile(adapter):
+        load_adapter(adapter, model)
+    else:
+        apply_lora(model, info['targets'], info['r'], info['alpha'], info['dropout'], info['rslora'])
+        load_lora_state_dict(model, ck['model'])
+    return base_dir, save_peft(os.path.join(out_dir, 'adapter'), model, os.path.abspath(base_dir))
+
+
+if __name__ == '__main__':  # python lora.py out-lora out-lora-hf: a LoRA run as a Hugging Face base + PEFT adapter
+    import sys
+    if len(sys.argv) != 3:
+        sys.exit("usage: python lora.py <a LoRA run's out_dir> <export folder> (writes <folder>/base, /adapter)")
+    try:
+        print("wrote {} and {}".format(*export_run(*sys.argv[1:3])))
+    except (LoRAError, OSError, ValueError) as e:  # OSError: no such run or base; ValueError: an unusable base
+        sys.exit(f"lora.py: error: {e}")

@@ -92,17 +92,18 @@ def quantize_model(model, compute_dtype, device):
 
 
 def quantized_bytes(model):
-    """(bytes, weights) of the model's 4-bit layers: packed codes plus their quantization statistics."""
+    """(bytes, weights) of the model's 4-bit layers: every tensor they store, each once (packed NF4 codes, the 8-bit
+    absmaxes, their fp32 absmaxes and offset, the code tables); biases are not counted."""
     bnb = require_bnb()
-    nbytes = weights = 0
+    storage, weights = {}, 0
     for m in model.modules():
         if isinstance(m, bnb.nn.Linear4bit):
             qs = m.weight.quant_state
             weights += m.in_features * m.out_features
-            nbytes += m.weight.data.numel() * m.weight.data.element_size() + qs.absmax.numel() * qs.absmax.element_size()
-            if qs.nested:
-                nbytes += qs.state2.absmax.numel() * qs.state2.absmax.element_size() + qs.offset.numel() * 4
-    return nbytes, weights
+            for t in [m.weight.data, *vars(qs).values(), *(vars(qs.state2).values() if qs.nested else [])]:
+                if torch.is_tensor(t):
+                    storage[t.data_ptr()] = t.nbytes
+    return sum(storage.values()), weights
 
 
 def dequantize_weight(w):

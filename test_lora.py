@@ -217,7 +217,8 @@ def test_qlora_trains_adapters_only_and_merges():
     apply_lora(model, DEFAULT_TARGETS['llama'], r=8, alpha=16)
     quantize_model(model, torch.float32, 'cpu')
     nbytes, nweights = quantized_bytes(model)
-    assert nbytes / nweights < 0.55  # NF4 codes + double-quantized statistics
+    n = len(lora_modules(model))  # NF4 codes, double-quantized statistics, each layer's two code tables (16 + 256 fp32)
+    assert 0.5 * nweights < nbytes < 0.52 * nweights + n * (16 + 256) * 4
     packed = {n: m.base.weight.data.clone() for n, m in lora_modules(model)}
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
     x, y = tokens(), tokens(1)
@@ -315,6 +316,22 @@ def test_train_lora_from_a_run_and_resume_exactly(data_dir):
     fresh.load_state_dict(torch.load(data_dir / 'base' / 'best.pt', weights_only=False)['model'])
     load_adapter(str(data_dir / 'lora' / 'adapter.safetensors'), fresh)  # the same best adapters, unmerged
     torch.testing.assert_close(fresh.eval()(tokens())[0], plain.eval()(tokens())[0], atol=1e-5, rtol=1e-5)
+    # as a Hugging Face base + PEFT adapter (python lora.py run folder): read back by PEFT's names, it is best.pt
+    p = subprocess.run([sys.executable, os.path.join(ROOT, 'lora.py'), 'lora', 'hf'], cwd=data_dir,
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    from safetensors.torch import load_file
+    back = Llama.from_pretrained(str(data_dir / 'hf' / 'base'))
+    c = json.load(open(data_dir / 'hf' / 'adapter' / 'adapter_config.json'))
+    assert c['base_model_name_or_path'] == str(data_dir / 'hf' / 'base') and c['lora_dropout'] == 0.1
+    apply_lora(back, c['target_modules'], c['r'], c['lora_alpha'], rslora=c['use_rslora'])
+    sd = load_file(str(data_dir / 'hf' / 'adapter' / 'adapter_model.safetensors'))
+    with torch.no_grad():
+        for n, m in lora_modules(back):
+            m.lora_A.copy_(sd.pop(f'base_model.model.model.{n}.lora_A.weight'))
+            m.lora_B.copy_(sd.pop(f'base_model.model.model.{n}.lora_B.weight'))
+    assert not sd
+    torch.testing.assert_close(back.eval()(tokens())[0], plain(tokens())[0], atol=1e-5, rtol=1e-5)
 
 
 @needs_bnb
@@ -330,3 +347,6 @@ def test_train_qlora_rwkv_adamw8bit_checkpointing(data_dir):
     assert p.returncode == 1 and 'not the one this LoRA run was trained on' in p.stderr  # a scratch base: seeded
     p = run(*ARGS, '--qlora', cwd=data_dir, check=False)
     assert p.returncode == 1 and 'set lora_r' in p.stderr
+    p = subprocess.run([sys.executable, os.path.join(ROOT, 'lora.py'), 'q', 'hf-q'], cwd=data_dir, capture_output=True,
+                       text=True, timeout=120)
+    assert p.returncode == 1 and 'not a LoRA run of a Llama' in p.stderr and not os.path.exists(data_dir / 'hf-q')
