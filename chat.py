@@ -6,13 +6,23 @@ sample.py and bench.py:
     <think>\\n{reasoning}\\n</think>\\n\\n**Final Answer:** {answer}<|im_end|>
 
 `render` turns a conversation into token ids and a loss mask that is 1 exactly on what the model must learn: each
-assistant reply with its closing <|im_end|>, never the `<|im_start|>assistant\\n` header, system or user text.
+assistant reply with its closing <|im_end|>, never the `<|im_start|>assistant\\n` header, system or user text. A
+tokenizer that starts sequences with a BOS token (tok.bos_id: Llama's <s>) gets it first, as its model was trained.
 """
 
 import re
 
 SYSTEM_PROMPT = 'You are a helpful assistant that solves problems step by step.'
 FINAL = '**Final Answer:**'
+# render + prompt as a Hugging Face chat template (Jinja; tokenizer_config.json of an export): a first system message
+# replaces SYSTEM_PROMPT, add_generation_prompt appends the assistant header
+CHAT_TEMPLATE = (
+    "{% if bos_token %}{{ bos_token }}{% endif %}"
+    "{% if messages and messages[0]['role'] == 'system' %}{% set system = messages[0]['content'] %}"
+    "{% set messages = messages[1:] %}{% else %}{% set system = " + repr(SYSTEM_PROMPT) + " %}{% endif %}"
+    "{% if system %}<|im_start|>system\n{{ system }}<|im_end|>\n{% endif %}"
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
 
 
 def assistant_reply(reasoning, answer):
@@ -23,9 +33,10 @@ def assistant_reply(reasoning, answer):
 
 def render(tok, messages, system=SYSTEM_PROMPT):
     """messages: [{'role': 'user'|'assistant', 'content': str}, ...]. Returns (ids, mask), two lists of ints of the
-    same length. Each piece is tokenized on its own, split at the special tokens, as generation will see it.
-    Raises ValueError on an unknown role."""
-    ids, mask = [], []
+    same length. Each piece is tokenized on its own, split at the special tokens, as generation will see it; the
+    tokenizer's BOS (if it has one) comes first, unlearned. Raises ValueError on an unknown role."""
+    ids = [] if tok.bos_id is None else [tok.bos_id]
+    mask = [0] * len(ids)
 
     def add(text, learn):
         piece = tok.encode(text)

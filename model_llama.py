@@ -8,7 +8,8 @@ arXiv:2104.09864, eq. 34; Hugging Face's "rotate half" layout), GQA (Ainslie et 
 SwiGLU (Shazeer 2020, arXiv:2002.05202). The layer structure and names follow Hugging Face's LlamaForCausalLM
 (q_proj/k_proj/v_proj/o_proj, gate_proj/up_proj/down_proj), so its weights map one to one.
 
-No import of other project files: copy this file out and it works.
+No import of other project files (but export_checkpoint, which reads train.py checkpoints and their tokenizer):
+copy this file out and it works.
 """
 
 import inspect
@@ -584,15 +585,18 @@ def export_hf(model, out_dir, tokenizer_files=None):
 
 
 def export_checkpoint(path, out_dir):
-    """A train.py checkpoint of a Llama (a LoRA run's merged best.pt too) -> export_hf, with its tokenizer file."""
+    """A train.py checkpoint of a Llama (a LoRA run's merged best.pt too) -> export_hf, with its tokenizer files
+    (tokenizer.hf_files: an hf: tokenizer gets tokenizer.json, tokenizer_config.json and special_tokens_map.json, so
+    AutoTokenizer loads it). The one use of another project file here: train.py checkpoints hold tokenizer.py's
+    state. Raises ValueError for anything else (a LoRA run's ckpt.pt: export best.pt, or lora.py's PEFT export)."""
+    from tokenizer import hf_files
     ck = torch.load(path, map_location='cpu', weights_only=False)
     if not isinstance(ck, dict) or ck.get('model_type') != 'llama' or 'lora' in ck:
-        raise ValueError(f"{path} is not a train.py checkpoint of a full Llama (LoRA runs: export best.pt)")
+        raise ValueError(f"{path} is not a train.py checkpoint of a full Llama (LoRA runs: export best.pt, or the "
+                         f"base and a PEFT adapter with python lora.py <run> <folder>)")
     model = Llama(LlamaConfig(**ck['model_args']))
     model.load_state_dict(ck['model'])
-    tok = ck.get('tokenizer') or {}
-    name = {'sp': 'tokenizer.model', 'hf': 'tokenizer.json'}.get(tok.get('kind'))
-    return export_hf(model, out_dir, {name: tok['blob']} if name else None)
+    return export_hf(model, out_dir, hf_files(ck['tokenizer']) if ck.get('tokenizer') else None)
 
 
 if __name__ == '__main__':  # python model_llama.py out-run/best.pt out-run-hf: a run as a Hugging Face folder

@@ -18,6 +18,8 @@ import sys
 import pytest
 import torch
 
+import chat
+from lora import DEFAULT_TARGETS, LoRAError, apply_lora, lora_modules, save_peft
 from model_llama import Llama, LlamaConfig, config_from_hf, export_checkpoint, export_hf, rope_tables
 from tokenizer import EOT, SPECIAL_TOKENS, get_tokenizer, pretrained_tokenizer, tokenizer_from_state
 
@@ -30,6 +32,12 @@ try:
 except ImportError:
     transformers = None
 needs_transformers = pytest.mark.skipif(transformers is None, reason='cross-check: needs transformers (pip install)')
+try:
+    import peft
+except ImportError:
+    peft = None
+needs_peft = pytest.mark.skipif(transformers is None or peft is None,
+                                reason='cross-check: needs transformers and peft (pip install peft)')
 
 
 def o1(model, seed=0):
@@ -247,19 +255,76 @@ def test_rope_scaling_tables():
 
 
 def test_export_refuses_lora_and_exports_a_train_checkpoint(tmp_path):
-    from lora import apply_lora, merge_lora
     model = tiny()
     apply_lora(model, ['q_proj'], r=2, alpha=4.0, dropout=0.0)
     with pytest.raises(ValueError, match='merge LoRA'):
         export_hf(model, str(tmp_path / 'x'))
-    merge_lora(model)
     model = tiny(qkv_bias=True)
-    blob = b'not really a tokenizer.json'
+    path, _ = make_tokenizer_json(tmp_path / 'tokenizer.json', ['<|endoftext|>', '<|im_start|>', '<|im_end|>'])
+    tok = get_tokenizer('hf:' + path)
     torch.save({'model_type': 'llama', 'model_args': vars(model.config), 'model': model.state_dict(),
-                'tokenizer': {'spec': 'hf:x', 'kind': 'hf', 'blob': blob}, 'iter_num': 7}, tmp_path / 'best.pt')
+                'tokenizer': tok.state(), 'iter_num': 7}, tmp_path / 'best.pt')
     export_checkpoint(str(tmp_path / 'best.pt'), str(tmp_path / 'hf'))
-    assert open(tmp_path / 'hf' / 'tokenizer.json', 'rb').read() == blob
-    assert torch.equal(logits(Llama.from_pretrained(str(tmp_path / 'hf')).eval(), X), logits(model, X))
+    out = tmp_path / 'hf'
+    assert get_tokenizer('hf:' + str(out)).encode('<|im_start|>a<think>') == tok.encode('<|im_start|>a<think>')
+    config = json.load(open(out / 'tokenizer_config.json'))
+    assert config['eos_token'] == '<|endoftext|>' and 'bos_token' not in config and not config['add_bos_token']
+    assert json.load(open(out / 'special_tokens_map.json'))['pad_token'] == '<|pad|>'
+    assert torch.equal(logits(Llama.from_pretrained(str(out)).eval(), X), logits(model, X))
+
+
+# ---------------------------------------------------------------------------- PEFT adapters
+def lora_model(targets=DEFAULT_TARGETS['llama'], r=4, rslora=False, **kw):
+    """A tiny Llama (its plain copy returned too) under LoRA with non-zero B, so the adapters change the logits."""
+    model = tiny(**kw)
+    plain = tiny(**kw)
+    apply_lora(model, targets, r=r, alpha=8.0, dropout=0.1, rslora=rslora)
+    g = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        for _, m in lora_modules(model):
+            m.lora_B.copy_(torch.randn(m.lora_B.shape, generator=g) * 0.3)
+    return model.eval(), plain
+
+
+def test_peft_files_and_key_names(tmp_path):
+    from safetensors.torch import load_file
+    model, _ = lora_model()
+    save_peft(str(tmp_path / 'a'), model, 'base-folder')
+    c = json.load(open(tmp_path / 'a' / 'adapter_config.json'))
+    assert (c['peft_type'], c['task_type'], c['r'], c['lora_alpha'], c['lora_dropout'], c['use_rslora'],
+            c['base_model_name_or_path']) == ('LORA', 'CAUSAL_LM', 4, 8.0, 0.1, False, 'base-folder')
+    assert c['target_modules'] == sorted(DEFAULT_TARGETS['llama'])  # every layer: the short names
+    sd = load_file(str(tmp_path / 'a' / 'adapter_model.safetensors'))
+    assert len(sd) == 2 * 7 * 2
+    assert sd['base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight'].shape == (4, 32)
+    assert sd['base_model.model.model.layers.1.mlp.down_proj.lora_B.weight'].shape == (32, 4)
+    assert torch.equal(sd['base_model.model.model.layers.1.self_attn.k_proj.lora_B.weight'],
+                       model.layers[1].self_attn.k_proj.lora_B)
+    model, _ = lora_model(['layers.1.*q_proj', 'lm_head'], tie_embeddings=False)  # some layers: full names
+    save_peft(str(tmp_path / 'b'), model)
+    c = json.load(open(tmp_path / 'b' / 'adapter_config.json'))
+    assert c['target_modules'] == ['model.layers.1.self_attn.q_proj', 'lm_head']
+    assert sorted(load_file(str(tmp_path / 'b' / 'adapter_model.safetensors'))) == [
+        'base_model.model.lm_head.lora_A.weight', 'base_model.model.lm_head.lora_B.weight',
+        'base_model.model.model.layers.1.self_attn.q_proj.lora_A.weight',
+        'base_model.model.model.layers.1.self_attn.q_proj.lora_B.weight']
+    with pytest.raises(LoRAError, match='without adapters'):
+        save_peft(str(tmp_path / 'c'), tiny())
+
+
+@needs_peft
+@pytest.mark.parametrize('kw', [dict(), dict(targets=['v_proj', 'layers.0.mlp.*'], rslora=True, qkv_bias=True)])
+def test_peft_adapter_loads_in_peft_with_our_logits(tmp_path, kw):
+    model, plain = lora_model(**kw)
+    export_hf(plain, str(tmp_path / 'base'))
+    save_peft(str(tmp_path / 'adapter'), model, str(tmp_path / 'base'))
+    hf = peft.PeftModel.from_pretrained(transformers.AutoModelForCausalLM.from_pretrained(str(tmp_path / 'base')),
+                                        str(tmp_path / 'adapter')).eval()
+    with torch.no_grad():
+        ref = hf(X).logits
+    ours = logits(model, X)
+    assert (ours - logits(plain, X)).abs().max() > 0.1  # the adapters matter
+    assert torch.allclose(ours, ref, atol=1e-4), (ours - ref).abs().max()
 
 
 # ---------------------------------------------------------------------------- transformers as the reference
@@ -302,8 +367,9 @@ def test_export_loads_in_transformers_with_the_same_logits(tmp_path, kw):
 
 
 # ---------------------------------------------------------------------------- tokenizer.json
-def make_tokenizer_json(path, specials):
-    """A small byte-level BPE tokenizer.json (as Qwen2.5's, SmolLM2's, Llama 3's) with the given special tokens."""
+def make_tokenizer_json(path, specials, bos=None):
+    """A small byte-level BPE tokenizer.json (as Qwen2.5's, SmolLM2's, Llama 3's) with the given special tokens; bos:
+    one of them that the post-processor puts before every sequence (as Llama's '<s> $A' template)."""
     tokenizers = pytest.importorskip('tokenizers')
     tk = tokenizers.Tokenizer(tokenizers.models.BPE())
     tk.pre_tokenizer = tokenizers.pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -311,6 +377,9 @@ def make_tokenizer_json(path, specials):
     trainer = tokenizers.trainers.BpeTrainer(vocab_size=320, special_tokens=specials, show_progress=False,
                                              initial_alphabet=tokenizers.pre_tokenizers.ByteLevel.alphabet())
     tk.train_from_iterator(["the quick brown fox jumps over the lazy dog, é ü 数学 😀"] * 20, trainer)
+    if bos:
+        tk.post_processor = tokenizers.processors.TemplateProcessing(
+            single=f'{bos} $A', pair=f'{bos} $A {bos} $B', special_tokens=[(bos, specials.index(bos))])
     tk.save(str(path))
     return str(path), tk.get_vocab_size()
 
@@ -339,6 +408,47 @@ def test_hf_tokenizer_end_of_text_and_errors(tmp_path):
         get_tokenizer('hf:' + path)
     with pytest.raises(FileNotFoundError):
         get_tokenizer('hf:' + str(tmp_path / 'nothing' / 'tokenizer.json'))
+
+
+MESSAGES = [{'role': 'user', 'content': 'the fox é?'},
+            {'role': 'assistant', 'content': chat.assistant_reply('the dog 数学', '4')}]
+
+
+def test_bos_only_for_tokenizers_that_use_one(tmp_path):
+    path, n = make_tokenizer_json(tmp_path / 'llama.json', ['<unk>', '<s>', '</s>'], bos='<s>')
+    tok = get_tokenizer('hf:' + path)
+    assert tok.bos_id == 1 and tok.eot_id == 2 and tok.encode('the fox')[0] != 1  # pieces: no BOS
+    ids, mask = chat.render(tok, MESSAGES)
+    assert ids[0] == 1 and mask[0] == 0 and 1 not in ids[1:] and tok.decode(ids).startswith('<s><|im_start|>system')
+    assert chat.prompt(tok, 'the fox')[:2] == [1, tok.special['<|im_start|>']]
+    assert tokenizer_from_state(tok.state()).bos_id == 1
+    path, _ = make_tokenizer_json(tmp_path / 'qwen.json', ['<|endoftext|>', '<|im_start|>', '<|im_end|>'])
+    tok = get_tokenizer('hf:' + path)  # no post-processor template: no BOS, as Qwen2.5
+    assert tok.bos_id is None and chat.render(tok, MESSAGES)[0][0] == tok.special['<|im_start|>']
+    assert get_tokenizer('byte').bos_id is None
+
+
+@needs_transformers
+@pytest.mark.parametrize('bos', ['<s>', None])
+def test_export_tokenizer_loads_in_autotokenizer(tmp_path, bos):
+    path, n = make_tokenizer_json(tmp_path / 'tokenizer.json', ['<unk>', '<s>', '</s>'], bos=bos)
+    tok = get_tokenizer('hf:' + path)  # no <|im_start|> etc.: ours are appended at n, n + 1, ...
+    model = tiny(vocab_size=320)
+    torch.save({'model_type': 'llama', 'model_args': vars(model.config), 'model': model.state_dict(),
+                'tokenizer': tok.state(), 'iter_num': 1}, tmp_path / 'best.pt')
+    export_checkpoint(str(tmp_path / 'best.pt'), str(tmp_path / 'hf'))
+    at = transformers.AutoTokenizer.from_pretrained(str(tmp_path / 'hf'))
+    assert (at.bos_token_id, at.eos_token_id, at.pad_token_id) == (1 if bos else None, 2, tok.special['<|pad|>'])
+    assert at.convert_tokens_to_ids(['<|im_start|>', '<think>']) == [n, n + 2]
+    ids, _ = chat.render(tok, MESSAGES)
+    assert (ids[0] == 1) == bool(bos)
+    assert at(tok.decode(ids[1:] if bos else ids)).input_ids == ids  # transformers puts the BOS first itself
+    ids_of = lambda x: x['input_ids'] if hasattr(x, 'keys') else x  # noqa: E731 (BatchEncoding in transformers 5)
+    assert ids_of(at.apply_chat_template(MESSAGES)) == ids
+    assert ids_of(at.apply_chat_template(MESSAGES[:1], add_generation_prompt=True)) == \
+        chat.prompt(tok, MESSAGES[0]['content'])
+    sys_msgs = [{'role': 'system', 'content': 'Be brief.'}] + MESSAGES
+    assert ids_of(at.apply_chat_template(sys_msgs)) == chat.render(tok, MESSAGES, system='Be brief.')[0]
 
 
 def test_pretrained_tokenizer_finds_the_models_own(tmp_path):

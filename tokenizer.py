@@ -11,7 +11,8 @@ Tokenizers shared by prepare.py, train.py, sample.py and bench.py. One spec stri
     hf:path         a Hugging Face tokenizer.json (a file, a model folder holding one, or a hub id) through the
                     `tokenizers` library (Qwen2.5, SmolLM2, Llama 3, ...): its special tokens from added_tokens, its
                     own <|im_start|>/<|im_end|>/<think>/</think> where it has them (ours appended otherwise),
-                    end of text its <|endoftext|>, <|end_of_text|> or </s>
+                    end of text its <|endoftext|>, <|end_of_text|> or </s>, `bos_id` the token its post-processor
+                    puts first (Llama's <s>), if any
 
 A Tokenizer's `state()` (a small dict, with the SentencePiece model or vocabulary file bytes) is stored in every
 checkpoint, so sample.py decodes with exactly the tokenizer the model was trained with.
@@ -33,6 +34,7 @@ class Tokenizer:
 
     def __init__(self, spec, kind, blob=None):
         self.spec, self.kind, self.blob = spec, kind, blob
+        self.bos_id = None  # the token that starts every sequence, for tokenizers that use one (chat.render)
         if kind == 'gpt2':
             import tiktoken
             try:
@@ -94,6 +96,9 @@ class Tokenizer:
             for t in SPECIAL_TOKENS:  # the model's own chat tokens where it has them (Qwen2.5: <|im_start|>, ...)
                 self.special[t] = vocab[t] if t in vocab else n + sum(v >= n for v in self.special.values())
             self.vocab_size = max(n, max(self.special.values()) + 1)
+            # BOS as the post-processor adds it (Llama 2, TinyLlama: '<s> $A'; Llama 3: <|begin_of_text|>; Qwen2.5: none)
+            plain, full = self.hf.encode('a', add_special_tokens=False).ids, self.hf.encode('a').ids
+            self.bos_id = full[0] if full[1:1 + len(plain)] == plain else None
         else:
             raise ValueError(f"unknown tokenizer kind '{kind}'")
         self.special_inv = {v: k for k, v in self.special.items()}  # the model's own name wins over our EOT alias
@@ -211,6 +216,30 @@ def hf_tokenizer_file(path):
             raise FileNotFoundError(f"'{path}' is no local tokenizer.json or folder, and downloading it from the "
                                     f"Hugging Face hub failed ({type(e).__name__})") from None
     raise FileNotFoundError(f"tokenizer file '{path}' not found (hf:path/to/tokenizer.json, a folder or a hub id)")
+
+
+def hf_files(state):
+    """{file name: bytes} of a checkpoint's tokenizer `state` for a Hugging Face model folder (model_llama.export_hf),
+    so that transformers' AutoTokenizer reads it and encodes as we do. hf: its tokenizer.json with the special tokens
+    we appended registered as added tokens at our ids, tokenizer_config.json (PreTrainedTokenizerFast; bos, eos =
+    end of text, pad; chat.CHAT_TEMPLATE) and special_tokens_map.json; sp: its tokenizer.model (transformers' Llama
+    tokenizer reads it with Llama's settings, not necessarily ours); any other kind: none (no Hugging Face file)."""
+    if state['kind'] == 'sp':
+        return {'tokenizer.model': state['blob']}
+    if state['kind'] != 'hf':
+        return {}
+    from chat import CHAT_TEMPLATE
+    tok, js = tokenizer_from_state(state), json.loads(state['blob'])
+    ours = [{'id': i, 'content': t, 'single_word': False, 'lstrip': False, 'rstrip': False, 'normalized': False,
+             'special': True} for t, i in tok.special.items() if tok.hf.id_to_token(i) is None]  # appended by us
+    js['added_tokens'] += ours
+    names = {'eos_token': tok.hf.id_to_token(tok.eot_id), 'pad_token': '<|pad|>',
+             **({'bos_token': tok.hf.id_to_token(tok.bos_id)} if tok.bos_id is not None else {})}
+    config = {'tokenizer_class': 'PreTrainedTokenizerFast', 'add_bos_token': tok.bos_id is not None,
+              'add_eos_token': False, 'clean_up_tokenization_spaces': False, 'chat_template': CHAT_TEMPLATE, **names}
+    return {'tokenizer.json': json.dumps(js, ensure_ascii=False).encode() if ours else state['blob'],
+            'tokenizer_config.json': json.dumps(config, indent=2).encode(),
+            'special_tokens_map.json': json.dumps(names, indent=2).encode()}
 
 
 def pretrained_tokenizer(path):
