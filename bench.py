@@ -14,21 +14,20 @@ also appends a JSON record to out_dir/bench.jsonl.
     python bench.py --task=distill --out_dir=run --data=train.jsonl --num_samples=4 --temperature=0.8
     python bench.py --task=wkv                                               # WKV7 implementations
     python bench.py --task=generate --model_type=rwkv7 --n_layer=12 --n_embd=512   # decode speed vs context
+    python bench.py --task=memory                                            # full vs LoRA vs QLoRA step memory
 
 GSM8K scoring (gsm8k_eval.py; score_gsm8k is importable from there or from here) gives four figures side by side:
 `official` (openai/grade-school-math: the first '#### N'), lm-eval's `strict-match` and `flexible-extract` (their
 regexes, group selection, regexes_to_ignore and case folding, quirks included) and `final-answer`
-(chat.final_answer, our reasoning format).
-Timings are the median of `repeats` calls after one warm-up call (min in parentheses).
+(chat.final_answer, our reasoning format). The performance tasks (speed, generate, wkv, memory) are in bench_perf.py,
+configured from here.
 """
 
-import ast
-import builtins
 import dataclasses
 import json
 import math
 import os
-import statistics
+import subprocess
 import sys
 import time
 from collections import Counter
@@ -36,11 +35,13 @@ from collections import Counter
 import torch
 import torch.nn.functional as F
 
+import bench_perf
 import chat
+from bench_perf import MEMORY_MODES, model_class, table
 from configurator import ConfigError, configure, pick_device
 from gsm8k_eval import (  # noqa: F401 (bench.score_gsm8k and the rest stay importable from here)
     COT_SHOTS, FIGURES, FLEX, STOPS, custom_answer, custom_match, extract_gsm8k, fewshot_texts, judge_gsm8k,
-    lm_eval_match, official_extract, regex_filter, score_gsm8k, vote, wilson)
+    judge_samples, lm_eval_match, official_extract, regex_filter, score_gsm8k, vote, wilson)
 
 # -----------------------------------------------------------------------------
 task = 'wkv'              # wkv | generate | speed | gsm8k | gsm_synth | custom | accuracy (= gsm8k) | perplexity |
@@ -86,34 +87,13 @@ N = 64
 T = 1024
 impls = 'naive,chunked'   # wkv and speed: WKV implementations
 chunk_len = 32
+# memory: peak memory of a Llama's training step, full fine-tuning vs LoRA vs QLoRA, each mode in a fresh process
+memory_preset = 'small'   # a model_llama preset (small: 12 x 768, GQA 12/4) with Llama 2's 32,000-token vocabulary,
+                          # tied; '' = the shape flags (n_layer, n_embd, n_head, n_kv_head, vocab_size)
+memory_mode = ''          # '' = every mode, each in a subprocess; full | lora | qlora | qlora8: this one, here
 # -----------------------------------------------------------------------------
 TASKS = ('wkv', 'generate', 'speed', 'gsm8k', 'gsm_synth', 'custom', 'accuracy', 'perplexity', 'curves', 'distill',
-         'all')
-
-
-def sync():
-    if device.startswith('cuda'):
-        torch.cuda.synchronize()
-
-
-def timed(fn):
-    """(median, min) seconds of `repeats` calls of fn after one warm-up call."""
-    fn()
-    ts = []
-    for _ in range(repeats):
-        sync()
-        t0 = time.perf_counter()
-        fn()
-        sync()
-        ts.append(time.perf_counter() - t0)
-    return statistics.median(ts), min(ts)
-
-
-def table(header, rows):
-    """Print a markdown table: header a list of column names, rows lists of cells."""
-    print('| ' + ' | '.join(header) + ' |\n|' + '---|' * len(header))
-    for r in rows:
-        print('| ' + ' | '.join(str(c) for c in r) + ' |', flush=True)
+         'memory', 'all')
 
 
 def record(name, rec):
@@ -124,14 +104,6 @@ def record(name, rec):
         with open(os.path.join(out_dir, 'bench.jsonl'), 'a') as f:
             f.write(json.dumps(rec) + '\n')
     return rec
-
-
-def model_class(kind):
-    if kind == 'llama':
-        from model_llama import Llama, LlamaConfig
-        return Llama, LlamaConfig
-    from model_rwkv7 import RWKV7, RWKV7Config
-    return RWKV7, RWKV7Config
 
 
 def load_run(path, name=''):
@@ -166,6 +138,12 @@ def load_run(path, name=''):
         raise ConfigError(f"{os.path.join(path, name)} does not load into its model: {str(e)[:300]}") from None
     ck['path'] = os.path.join(path, name)
     return model.eval().to(device), tokenizer_from_state(ck['tokenizer']), ck
+
+
+def doc_start(tok):
+    """The token a document starts with, as in training: the tokenizer's BOS where it has one (Llama 2's <s>), else
+    end-of-text (documents follow one another after it)."""
+    return tok.eot_id if tok.bos_id is None else tok.bos_id
 
 
 # ---------------------------------------------------------------------------- GSM8K data
@@ -291,7 +269,7 @@ def bench_eval(kind):
         texts, stop_strs = [tok.decode(i) for i in ids], []
     else:
         texts, stop_strs = fewshot_texts(problems, train_docs, fewshot_task), STOPS[fewshot_task]
-        ids = [[tok.eot_id] + tok.encode(t, special=False) for t in texts]  # a document starts after end-of-text
+        ids = [[doc_start(tok)] + tok.encode(t, special=False) for t in texts]
     fitted = [fit(model, i) for i in ids]
     texts = [t if len(f) == len(i) else tok.decode(f) for t, f, i in zip(texts, fitted, ids)]  # what the model saw
     ids = fitted
@@ -310,15 +288,7 @@ def bench_eval(kind):
                             temperature, gen)
             for j, p in enumerate(problems[i:i + per]):
                 samples = outs[j * num_samples:(j + 1) * num_samples]
-                if kind == 'custom':
-                    preds = {'match': vote([custom_answer(s) for s in samples])}
-                    correct = {'match': custom_match(preds['match'], p['answer'])}
-                else:
-                    each = [extract_gsm8k(s, scoring) for s in samples]
-                    preds = {k: vote([e[k] for e in each]) for k in FIGURES[:3]}
-                    finals = [e['final-answer'] for e in each if e['final-answer'] is not None]
-                    preds['final-answer'] = vote(finals) if finals else None  # maj@k ignores replies without one
-                    correct = judge_gsm8k(preds, p['answer'], scoring)
+                preds, correct = judge_samples(samples, p['answer'], scoring)
                 right.update({k: int(v) for k, v in correct.items()})
                 f.write(json.dumps({'index': i + j, 'question': p['question'], 'answer': p['answer'],
                                     'prompt': texts[i + j], 'output': samples[0] if num_samples == 1 else samples,
@@ -408,7 +378,7 @@ def bench_perplexity(text_file='', run=None):
     if text_file:
         if not os.path.isfile(text_file):
             raise ConfigError(f"--data='{text_file}' not found: a text file to measure perplexity on")
-        windows([tok.eot_id] + tok.encode(open(text_file, encoding='utf-8').read(), special=False))
+        windows([doc_start(tok)] + tok.encode(open(text_file, encoding='utf-8').read(), special=False))
         where, counted = text_file, 'every token (consecutive windows of block_size)'
     else:
         where = data_dir or ck.get('config', {}).get('data_dir', '')
@@ -466,197 +436,6 @@ def bench_perplexity(text_file='', run=None):
                                  'bits_per_byte': nats / math.log(2) / nbytes})
 
 
-# ---------------------------------------------------------------------------- speed
-def train_defaults():
-    """train.py's config globals (plain literals) read from its source, without running it."""
-    tree = ast.parse(open(os.path.join(os.path.dirname(os.path.abspath(__file__)), 'train.py')).read())
-    out = {}
-    for node in tree.body:
-        if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
-            try:
-                out[node.targets[0].id] = ast.literal_eval(node.value)
-            except ValueError:
-                pass
-    return out
-
-
-def speed_setup():
-    """(name, model_type, model_args, state dict or None, batch, block) for the speed task: out_dir's checkpoint,
-    else --config (a train.py config file), else the shape flags."""
-    if out_dir and any(os.path.isfile(os.path.join(out_dir, f)) for f in ('best.pt', 'ckpt.pt')):
-        model, _, ck = load_run(out_dir, ckpt)
-        cfg = ck.get('config', {})
-        return out_dir, ck['model_type'], ck['model_args'], model.state_dict(), cfg.get('batch_size', 8), \
-            min(cfg.get('block_size', model.config.block_size), model.config.block_size)
-    if config:
-        if not os.path.isfile(config):
-            raise ConfigError(f"--config='{config}' not found: a train.py config file (e.g. config/micro.py)")
-        g = train_defaults()
-        try:
-            exec(builtins.compile(open(config).read(), config, 'exec'), g)  # the global `compile` is a flag
-        except Exception as e:
-            raise ConfigError(f"config file '{config}' failed to run: {type(e).__name__}: {e}") from None
-        from model_llama import PRESETS
-        vocab = g['vocab_size']
-        if not vocab:
-            meta = os.path.join(g['data_dir'], 'meta.json')
-            vocab = 64 * math.ceil(json.load(open(meta))['vocab_size'] / 64) if os.path.isfile(meta) else 50304
-        if g.get('preset') and g['preset'] not in PRESETS:
-            raise ConfigError(f"unknown preset '{g['preset']}' in {config}: use one of {', '.join(PRESETS)}")
-        if g['model_type'] == 'llama':
-            shape = PRESETS[g['preset']] if g.get('preset') else {k: g[k] for k in ('n_layer', 'n_head', 'n_kv_head',
-                                                                                    'n_embd')}
-            args = dict(shape, intermediate_size=g['intermediate_size'], tie_embeddings=g['tie_embeddings'])
-        else:
-            args = dict(n_layer=g['n_layer'], n_embd=g['n_embd'], head_size=g['head_size'], dim_ffn=g['dim_ffn'])
-        return config, g['model_type'], dict(args, vocab_size=vocab, block_size=g['block_size']), None, \
-            g['batch_size'], g['block_size']
-    args = dict(n_layer=n_layer, n_embd=n_embd, vocab_size=vocab_size, block_size=block_size or 256)
-    args.update(dict(n_head=n_head, n_kv_head=n_kv_head) if model_type == 'llama' else dict(head_size=head_size))
-    return 'random', model_type, args, None, 8, block_size or 256
-
-
-def gen_speed(model, kind, ctx):
-    """(prefill tok/s, decode tok/s) of batch 1 greedy decoding of new_tokens after a random context of ctx tokens."""
-    idx = torch.randint(0, model.config.vocab_size, (1, ctx), device=device)
-
-    def prefill():
-        with torch.no_grad():
-            model(idx) if kind == 'llama' else model.step(idx)
-    p = timed(prefill)[0]
-    stream = model.generate_stream(idx, new_tokens + 1, temperature=0)
-    next(stream)  # the prefill and the first token
-    sync()
-    t0 = time.perf_counter()
-    n = sum(1 for _ in stream)
-    sync()
-    return ctx / p, n / (time.perf_counter() - t0)
-
-
-def bench_speed(train=True):
-    """Training step tokens/s, MFU and peak memory (burn_in untimed steps, then `steps` timed), and prefill/decode
-    tokens/s at each of `contexts`, per WKV implementation for RWKV-7. train=False: generation only (task generate)."""
-    import resource
-    from contextlib import nullcontext
-    name, kind, args, sd, bsz, blk = speed_setup()
-    bsz, blk = train_batch or bsz, block_size or blk
-    ctxs = [int(c) for c in contexts.split(',')]
-    dev_type = device.split(':')[0]
-    dt_name = dtype if dtype != 'auto' else ('bfloat16' if torch.cuda.is_bf16_supported(False) else 'float16') \
-        if dev_type == 'cuda' else 'float32'
-    if dt_name not in ('float32', 'bfloat16', 'float16'):
-        raise ConfigError(f"dtype must be auto, float32, bfloat16 or float16, not '{dtype}'")
-    amp = nullcontext() if dt_name == 'float32' else torch.autocast(dev_type, dtype=getattr(torch, dt_name))
-    Model, Config = model_class(kind)
-    train_rows, gen_rows, recs = [], [], []
-    for impl in (['sdpa'] if kind == 'llama' else impls.split(',')):
-        extra = {} if kind == 'llama' else dict(wkv_impl=impl, chunk_len=chunk_len)
-        if train:
-            model = Model(Config(**{**args, 'block_size': blk, **extra})).to(device)  # (MFU counts block_size)
-            if sd is not None:
-                model.load_state_dict(sd)
-            opt = model.configure_optimizers(0.1, 1e-4, (0.9, 0.95), dev_type)
-            fwd = torch.compile(model) if compile else model
-            x = torch.randint(0, args['vocab_size'], (bsz, blk), device=device)
-            y = torch.randint(0, args['vocab_size'], (bsz, blk), device=device)
-
-            def step():
-                with amp:
-                    loss = fwd(x, y)[1]
-                loss.backward()
-                opt.step()
-                opt.zero_grad(set_to_none=True)
-            for _ in range(burn_in):
-                step()
-            if dev_type == 'cuda':
-                torch.cuda.reset_peak_memory_stats(device)
-            sync()
-            t0 = time.perf_counter()
-            for _ in range(steps):
-                step()
-            sync()
-            dt = (time.perf_counter() - t0) / max(steps, 1)
-            mfu = model.estimate_mfu(bsz * blk, dt, device)
-            mem = torch.cuda.max_memory_allocated(device) if dev_type == 'cuda' else \
-                resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == 'darwin' else 1024)
-            train_rows.append([name, kind, impl, f"{model.get_num_params() / 1e6:.2f}M", f"{bsz} x {blk}",
-                               f"{bsz * blk / dt:,.0f}", f"{dt * 1000:.1f}", f"{mfu:.1%}" if mfu else '-',
-                               f"{mem / 2 ** 30:.2f} GiB" + ('' if dev_type == 'cuda' else ' (process RSS)')])
-            recs.append({'impl': impl, 'tok_per_s': bsz * blk / dt, 'ms_per_step': dt * 1000, 'mfu': mfu,
-                         'peak_mem_bytes': mem})
-            if profile:
-                if not out_dir:
-                    raise ConfigError("--profile=True writes its trace to out_dir: set --out_dir")
-                from torch.profiler import ProfilerActivity, profile as tprofile
-                acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if dev_type == 'cuda' else [])
-                with tprofile(activities=acts, record_shapes=True) as prof:
-                    for _ in range(3):
-                        step()
-                os.makedirs(out_dir, exist_ok=True)
-                trace = os.path.join(out_dir, f"trace_{kind}_{impl}.json")
-                prof.export_chrome_trace(trace)
-                print(f"profiler trace (chrome://tracing, perfetto.dev): {trace}", file=sys.stderr)
-            del model, opt, fwd
-        # generation: RoPE tables grow with block_size (no weights), so any context can be timed
-        model = Model(Config(**{**args, 'block_size': max(args['block_size'], max(ctxs) + new_tokens + 1),
-                                **extra})).to(device)
-        if sd is not None:
-            model.load_state_dict(sd)
-        model.eval()
-        for ctx in ctxs:
-            pre, dec = gen_speed(model, kind, ctx)
-            gen_rows.append([kind, impl, ctx, f"{pre:,.0f}", f"{dec:,.1f}"])
-            recs.append({'impl': impl, 'context': ctx, 'prefill_tok_per_s': pre, 'decode_tok_per_s': dec})
-        del model
-    print(f"\n{name}: {kind}{f', {dt_name} training step' if train else ''}, {device}, {torch.get_num_threads()} "
-          f"threads\n")
-    if train_rows:
-        table(['model', 'type', 'impl', 'params', 'batch x block', 'train tok/s', 'ms/step', 'MFU', 'peak memory'],
-              train_rows)
-        print()
-    table(['type', 'impl', 'context', 'prefill tok/s', 'decode tok/s (batch 1, greedy)'], gen_rows)
-    return record('speed' if train else 'generate', {'model': name, 'model_type': kind, 'dtype': dt_name,
-                                                     'device': device, 'batch': bsz, 'block': blk, 'results': recs})
-
-
-def bench_wkv():
-    from model_rwkv7 import DECAY_SCALE, wkv_chunked, wkv_naive
-    torch.manual_seed(0)
-    r, k, v = (torch.randn(B, T, H, N, device=device) for _ in range(3))
-    w = -DECAY_SCALE * torch.sigmoid(torch.randn(B, T, H, N, device=device) * 3)
-    kk = torch.nn.functional.normalize(torch.randn(B, T, H, N, device=device), dim=-1)
-    a = torch.sigmoid(torch.randn(B, T, H, N, device=device))
-    xs = [t.requires_grad_() for t in (r, w, k, v, -kk, kk * a)]
-    dy = torch.randn(B, T, H, N, device=device)
-    fns = {'naive': wkv_naive, 'chunked': lambda *x: wkv_chunked(*x, chunk_len=chunk_len)}
-    names = impls.split(',') + (['chunked+compile'] if compile else [])
-    print(f"WKV7, B={B} H={H} N={N} T={T}, fp32, {device}, {torch.get_num_threads()} threads; seconds, median (min)\n")
-    print("| implementation | forward | forward+backward | fwd+bwd speed-up over naive |\n|---|---|---|---|")
-    base, recs = None, []
-    for name in names:
-        if name == 'chunked+compile':
-            fn = torch.compile(fns['chunked'])
-        elif name in fns:
-            fn = fns[name]
-        else:
-            raise ConfigError(f"unknown WKV implementation '{name}' in impls: use naive, chunked")
-
-        def fwd():
-            with torch.no_grad():
-                fn(*xs)
-
-        def fwd_bwd():
-            y, _ = fn(*xs)
-            (y * dy).sum().backward()
-        f, fb = timed(fwd), timed(fwd_bwd)
-        base = fb[0] if name == 'naive' else base
-        speedup = f"{base / fb[0]:.1f}x" if base else '-'
-        print(f"| {name}{f' (L={chunk_len})' if 'chunked' in name else ''} | {f[0]:.3f} ({f[1]:.3f}) | "
-              f"{fb[0]:.3f} ({fb[1]:.3f}) | {speedup} |", flush=True)
-        recs.append({'impl': name, 'forward_s': f[0], 'forward_backward_s': fb[0]})
-    return record('wkv', {'shape': [B, T, H, N], 'chunk_len': chunk_len, 'device': device, 'results': recs})
-
-
 # ---------------------------------------------------------------------------- curves
 def bench_curves():
     """out_dir/log.jsonl (train.py's log) -> out_dir/curves.png: loss (train steps, eval train/val), learning rate,
@@ -700,6 +479,62 @@ def bench_curves():
     return record('curves', {'png': png, 'series': [r[0] for r in rows]})
 
 
+# ---------------------------------------------------------------------------- speed, wkv, memory: bench_perf.py
+def bench_speed(train=True):
+    """Training tokens/s, MFU and peak memory, then prefill/decode tokens/s at each of `contexts` (bench_perf.speed)
+    of out_dir's model, else --config's (a train.py config file), else a random one of the shape flags.
+    train=False: generation only (task generate)."""
+    if out_dir and any(os.path.isfile(os.path.join(out_dir, f)) for f in ('best.pt', 'ckpt.pt')):
+        model, _, ck = load_run(out_dir, ckpt)
+        cfg = ck.get('config', {})
+        name, kind, args, sd, bsz, blk = out_dir, ck['model_type'], ck['model_args'], model.state_dict(), \
+            cfg.get('batch_size', 8), min(cfg.get('block_size', model.config.block_size), model.config.block_size)
+    elif config:
+        (kind, args, bsz, blk), name, sd = bench_perf.config_setup(config), config, None
+    else:
+        name, kind, sd, bsz, blk = 'random', model_type, None, 8, block_size or 256
+        args = dict(n_layer=n_layer, n_embd=n_embd, vocab_size=vocab_size, block_size=blk)
+        args.update(dict(n_head=n_head, n_kv_head=n_kv_head) if kind == 'llama' else dict(head_size=head_size))
+    rec = bench_perf.speed(
+        name, kind, args, sd, bsz=train_batch or bsz, blk=block_size or blk, device=device, train=train,
+        contexts=[int(c) for c in contexts.split(',')], new_tokens=new_tokens, repeats=repeats, burn_in=burn_in,
+        steps=steps, dtype=dtype, compiled=compile, impls=impls.split(','), chunk_len=chunk_len, profile=profile,
+        out_dir=out_dir)
+    return record('speed' if train else 'generate', rec)
+
+
+def bench_wkv():
+    return record('wkv', bench_perf.wkv(B, H, N, T, impls=impls.split(','), chunk_len=chunk_len, compiled=compile,
+                                        device=device, repeats=repeats))
+
+
+def bench_memory():
+    """Peak memory of a training step of one Llama (memory_preset, else the shape flags) in each of MEMORY_MODES, each
+    in a fresh process (this script with --memory_mode, which runs bench_perf.memory_step), against full fine-tuning.
+    Raises ConfigError where it cannot measure or a mode fails (e.g. without bitsandbytes >= 0.50)."""
+    if not device.startswith('cuda') and not os.path.isfile('/proc/self/clear_refs'):
+        raise ConfigError("--task=memory measures CPU memory through /proc/self (Linux); elsewhere use a CUDA device")
+    batch, block = train_batch or 1, block_size or 256
+    if memory_mode:
+        if memory_mode not in MEMORY_MODES:
+            raise ConfigError(f"unknown memory_mode '{memory_mode}': use {', '.join(MEMORY_MODES)} ('' = all)")
+        from model_llama import PRESETS
+        shape = dict(PRESETS[memory_preset], vocab_size=32000) if memory_preset else dict(
+            n_layer=n_layer, n_embd=n_embd, n_head=n_head, n_kv_head=n_kv_head, vocab_size=vocab_size)
+        return print(json.dumps(bench_perf.memory_step(memory_mode, shape, device=device, seed=seed, batch=batch,
+                                                       block=block)))
+    flags = [f'--{k}={globals()[k]}' for k in ('device', 'seed', 'memory_preset', 'n_layer', 'n_embd', 'n_head',
+                                                'n_kv_head', 'vocab_size', 'block_size', 'train_batch')]
+    res = {}
+    for mode in MEMORY_MODES:
+        p = subprocess.run([sys.executable, os.path.abspath(__file__), '--task=memory', f'--memory_mode={mode}',
+                            *flags], capture_output=True, text=True)
+        if p.returncode:
+            raise ConfigError(f"memory_mode={mode} failed: {(p.stderr.strip().splitlines() or ['?'])[-1]}")
+        res[mode] = json.loads(p.stdout.strip().splitlines()[-1])
+    return record('memory', bench_perf.memory_report(res, device=device, batch=batch, block=block))
+
+
 def bench_accuracy():
     """The earlier task: gsm8k (chat prompt by default), then its final-answer figure in the earlier one-row table."""
     rec = bench_eval('gsm8k')
@@ -723,7 +558,8 @@ def main(name):
     {'wkv': bench_wkv, 'generate': lambda: bench_speed(train=False), 'speed': bench_speed,
      'gsm8k': lambda: bench_eval('gsm8k'), 'accuracy': bench_accuracy,
      'gsm_synth': lambda: bench_eval('gsm_synth'), 'custom': lambda: bench_eval('custom'),
-     'perplexity': lambda: bench_perplexity(data), 'curves': bench_curves, 'distill': bench_distill}[name]()
+     'perplexity': lambda: bench_perplexity(data), 'curves': bench_curves, 'distill': bench_distill,
+     'memory': bench_memory}[name]()
 
 
 if __name__ == '__main__':

@@ -8,7 +8,8 @@ GSM8K scoring the way the published numbers are computed, importable for scoring
 `official` is openai/grade-school-math's extraction and exact match; `strict-match` and `flexible-extract` are
 lm-evaluation-harness's gsm8k / gsm8k_cot filters and exact_match (yaml metadata version 3.0), quirks included;
 `final-answer` is the number after `**Final Answer:**` of our reasoning format (chat.py). Also lm-eval's few-shot
-prompts (fewshot_texts, COT_SHOTS, STOPS), majority voting and the Wilson interval. bench.py --task=gsm8k uses them.
+prompts (fewshot_texts, COT_SHOTS, STOPS), majority voting over k samples (judge_samples) and the Wilson interval.
+bench.py --task=gsm8k uses them.
 """
 
 import math
@@ -103,6 +104,20 @@ def custom_match(pred, gold):
 def vote(values):
     """The most common value, ties going to the first seen (Counter.most_common, as lm-eval's majority_vote)."""
     return Counter(values).most_common(1)[0][0]
+
+
+def judge_samples(samples, gold_answer, scoring='gsm8k'):
+    """(preds, correct) of one problem's completions, each figure's answer majority-voted over them (maj@k; one
+    completion: its own). scoring 'gsm8k' | 'gsm8k_cot': the FIGURES (final-answer voted among the completions that
+    have one); 'custom': the one figure 'match' (custom_answer, custom_match)."""
+    if scoring == 'custom':
+        pred = vote([custom_answer(s) for s in samples])
+        return {'match': pred}, {'match': custom_match(pred, gold_answer)}
+    each = [extract_gsm8k(s, scoring) for s in samples]
+    preds = {k: vote([e[k] for e in each]) for k in FIGURES[:3]}
+    finals = [e['final-answer'] for e in each if e['final-answer'] is not None]
+    preds['final-answer'] = vote(finals) if finals else None
+    return preds, judge_gsm8k(preds, gold_answer, scoring)
 
 
 def wilson(k, n, z=1.96):

@@ -1,8 +1,8 @@
 """
 Tests of bench.py: GSM8K scoring as openai/grade-school-math and lm-evaluation-harness do it (quirks included),
 lm-eval's prompts, batched generation equal to one prompt at a time (Llama and RWKV-7), and the eval, perplexity,
-speed, curves and distill tasks on tiny random models. CPU, no network, nothing from ../shared (a test that reads
-the real GSM8K file skips without it).
+speed, curves and distill tasks on tiny random models (documents start with the tokenizer's BOS where it has one).
+CPU, no network, nothing from ../shared (a test that reads the real GSM8K file skips without it).
 
     OMP_NUM_THREADS=1 python -m pytest test_bench.py -x -q
 """
@@ -120,6 +120,10 @@ def test_custom_match_vote_interval():
     assert bench.custom_answer("<think>\nx\n</think>\n\n**Final Answer:** 42") == '42'
     assert bench.custom_answer(" Paris\n\nQuestion: next") == 'Paris'
     assert bench.vote(['3', '5', '5', '3', '[invalid]']) == '3'  # a tie goes to the first seen
+    preds, correct = bench.judge_samples(["#### 18", "#### 7", "#### 18", "**Final Answer:** 7"], GOLD)  # maj@4
+    assert preds['official'] == '18' and correct['official'] and preds['final-answer'] == '7'  # (the one that has one)
+    assert not correct['final-answer']
+    assert bench.judge_samples(['Lyon', 'paris'], 'Paris', 'custom') == ({'match': 'Lyon'}, {'match': False})
     lo, hi = bench.wilson(0, 10)
     assert lo == 0 and 0.25 < hi < 0.35
     lo, hi = bench.wilson(50, 100)
@@ -334,6 +338,36 @@ def test_perplexity_text_and_chat_shards(run, monkeypatch, tmp_path, capsys):
     assert 'bits/byte' in capsys.readouterr().out
 
 
+def test_documents_start_with_bos_where_the_tokenizer_has_one(run, monkeypatch, tmp_path):
+    # an hf: tokenizer whose post-processor puts <s> first (Llama 2's '<s> $A'), and the byte one (no BOS)
+    tokenizers = pytest.importorskip('tokenizers')
+    tk = tokenizers.Tokenizer(tokenizers.models.BPE())
+    tk.pre_tokenizer = tokenizers.pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tk.decoder = tokenizers.decoders.ByteLevel()
+    tk.train_from_iterator(["Question: how many apples? Answer: 18"] * 5, tokenizers.trainers.BpeTrainer(
+        vocab_size=300, special_tokens=['<unk>', '<s>', '</s>'], show_progress=False,
+        initial_alphabet=tokenizers.pre_tokenizers.ByteLevel.alphabet()))
+    tk.post_processor = tokenizers.processors.TemplateProcessing(single='<s> $A', special_tokens=[('<s>', 1)])
+    tk.save(str(tmp_path / 'tokenizer.json'))
+    text = "Question: how many apples? Answer: 18. " * 8
+    (tmp_path / 'a.txt').write_text(text)
+    monkeypatch.setattr(bench, 'prompt', 'fewshot')
+    for tok, first in ((get_tokenizer('hf:' + str(tmp_path / 'tokenizer.json')), 1), (get_tokenizer('byte'), 256)):
+        assert first == (tok.eot_id if tok.bos_id is None else tok.bos_id)
+        model = tiny('rwkv7', vocab_size=tok.vocab_size)  # no context limit: few-shot prompts are not cut
+        monkeypatch.setattr(bench, 'load_run', lambda *a: (model, tok, {'path': 'm', 'config': {}}))
+        prompts = []
+        monkeypatch.setattr(bench, 'complete', lambda m, t, ps, *a: prompts.extend(ps) or [''] * len(ps))
+        bench.bench_eval('gsm8k')
+        assert len(prompts) == 6 and all(p[0] == first and first not in p[1:] for p in prompts)
+        rec = bench.bench_perplexity(str(tmp_path / 'a.txt'))
+        ids = [first] + tok.encode(text, special=False)
+        with torch.no_grad():  # windows of block_size 64 after the first token, by hand
+            ws = [ids[s:s + 65] for s in range(0, len(ids) - 1, 64)]
+            nats = sum(model(torch.tensor([w[:-1]]), torch.tensor([w[1:]]))[1].item() * (len(w) - 1) for w in ws)
+        assert rec['tokens'] == len(ids) - 1 and math.isclose(rec['loss'], nats / rec['tokens'], rel_tol=1e-5)
+
+
 def test_speed_and_generate_tasks(monkeypatch, tmp_path, capsys):
     for k, v in dict(out_dir=str(tmp_path), config='', device='cpu', n_layer=2, n_embd=64, n_head=4, n_kv_head=2,
                      head_size=16, vocab_size=320, block_size=32, train_batch=2, burn_in=1, steps=1, repeats=1,
@@ -398,3 +432,27 @@ def test_distill_keeps_right_answers(run, monkeypatch):
     msgs = [json.loads(x)['messages'] for x in open(run / 'distill.jsonl')]
     assert msgs == [[{'role': 'user', 'content': probs[0]['question']}, {'role': 'assistant', 'content': replies[0]}]]
     assert chat.to_messages({'messages': msgs[0]}) == msgs[0]  # what prepare.py --format=chat reads
+
+
+def test_memory_task(monkeypatch, tmp_path, capsys):
+    bnb = pytest.importorskip('bitsandbytes')
+    if tuple(int(x) for x in bnb.__version__.split('.')[:2]) < (0, 50):
+        pytest.skip('QLoRA on CPU needs bitsandbytes >= 0.50')
+    monkeypatch.setattr(bench, 'memory_mode', 'nf5')
+    with pytest.raises(ConfigError, match='unknown memory_mode'):
+        bench.bench_memory()
+    # 2 x 256, no GQA: every adapter has >= 4096 elements, so 8-bit AdamW keeps all its moments in 8 bits
+    for k, v in dict(out_dir=str(tmp_path), device='cpu', memory_preset='', memory_mode='', n_layer=2, n_embd=256,
+                     n_head=4, n_kv_head=4, vocab_size=320, block_size=32, train_batch=1).items():
+        monkeypatch.setattr(bench, k, v)
+    rec = bench.bench_memory()  # each mode in its own process
+    out = capsys.readouterr().out
+    assert '| mode | trainable params | peak MiB | ratio to full |' in out and '| QLoRA, 8-bit AdamW | 157,696 |' in out
+    r = rec['results']
+    assert r['full']['params'] == r['full']['trainable'] == 1_688_832 and r['lora']['trainable'] == 157_696
+    assert 0.5 < rec['nf4_bytes_per_weight'] < 0.55 and 2.0 < rec['adamw8bit_state_bytes_per_trainable'] < 2.1
+    assert r['full']['state_bytes_per_trainable'] == pytest.approx(8.0, abs=1e-3)  # AdamW: two fp32 moments
+    full = r['full']['peak_bytes']
+    assert full > 16 * 1_688_832  # at least weights, gradients and the two moments in fp32
+    assert r['qlora']['peak_bytes'] < 0.6 * full and r['qlora8']['peak_bytes'] < 0.6 * full
+    assert json.loads(open(tmp_path / 'bench.jsonl').readlines()[-1])['task'] == 'memory'
