@@ -9,9 +9,15 @@ Splits are disjoint by construction: a problem belongs to the split that a hash 
 5% val, 90% train), so no test question text can appear in train. Default difficulty: 2-4 steps mixing +, -,
 x (one factor <= 12) and exact / (divisor <= 12), numbers in the question up to 100, intermediate results up to 1000.
 
-`scratch=True` writes each computation out digit by digit before its solution line, the way it is done on paper
-(columns from the right for +, - and x, long division from the left), e.g. `405+75: 5+5=10, 0+7+1=8, 4+0+0=4.`:
-more tokens, but each one is a one-digit fact a small model can learn, where 405 + 75 = 480 in one go is not.
+`scratch=True` quotes each step's sentence of the question, then writes each computation out digit by digit before
+its solution line, the way it is done on paper (columns from the right for +, - and x, long division from the left):
+
+    She finds 75 more eggs.
+    405+75: 5+5=10, 0+7+1=8, 4+0=4.
+    Ivy has 405 + 75 = <<405+75=480>>480 eggs.
+
+More tokens, but each one is a copy or a one-digit fact a small model can learn, where finding the next sentence's
+number in the question and 405 + 75 = 480 in one go are not.
 """
 
 import hashlib
@@ -38,7 +44,8 @@ def split_of(question):
 
 
 def columns(a, op, b):
-    """The paper-and-pencil working of `a op b` (non-negative ints; for x and / b <= 12) as one line of text."""
+    """The paper-and-pencil working of `a op b` (non-negative ints; for / b <= 12, for x one factor <= 12) as one
+    line of text. For x, b is the multiplier unless it is over 12: `8*38` is worked as `38*8: 8*8=64, 3*8+6=30.`"""
     if op == '/':  # long division from the left: (remainder, next digit) / b = quotient digit, remainder
         steps, r = [], 0
         for d in str(a):
@@ -47,7 +54,10 @@ def columns(a, op, b):
             steps.append(f"{cur}/{b}={q}" + (f" r{r}" if r else ''))
         return f"{a}/{b}: {', '.join(steps)}."
     da, steps, carry = str(a)[::-1], [], 0
-    if op == '*':  # columns from the right, each digit times b plus the carry
+    if op == '*':  # columns from the right, each digit of the larger factor times the smaller (<= 12) plus the carry
+        if b > 12:
+            a, b = b, a
+            da = str(a)[::-1]
         for d in da:
             v = int(d) * b + carry
             steps.append(f"{d}*{b}" + (f"+{carry}" if carry else '') + f"={v}")
@@ -75,8 +85,9 @@ def make_problem(rng, n_steps, max_start=100, max_value=1000, ops=OPS, scratch=F
     cap = lambda s: s[0].upper() + s[1:]  # noqa: E731
     text = [rng.choice([f"{name} has {total} {item}.", f"{name} starts with {total} {item}.",
                         f"There are {total} {item} in {name}'s collection."])]
-    lines = []
+    lines, first = [], []  # first: the index of each step's first solution line
     for _ in range(n_steps):
+        first.append(len(lines))
         choices = [op for op in ops if (op == '+' and total + 2 <= max_value) or (op == '-' and total > 1)
                    or (op == '*' and total * 2 <= max_value)
                    or (op == '/' and any(total % k == 0 for k in range(2, 13)))]
@@ -115,9 +126,9 @@ def make_problem(rng, n_steps, max_start=100, max_value=1000, ops=OPS, scratch=F
                                     f"{his} share."]))
             lines.append(f"One of {k} equal parts is {total} / {k} = <<{total}/{k}={total // k}>>{total // k}.")
             total //= k
-    if scratch:  # the column working of each step on the line before it
-        lines = [f"{columns(int(a), op, int(b))}\n{line}" for line in lines
-                 for a, op, b in [re.search(r'<<(\d+)([-+*/])(\d+)=', line).groups()]]
+    if scratch:  # each step's sentence quoted, then the column working of each computation on the line before it
+        lines = [(text[1 + first.index(i)] + '\n' if i in first else '') + f"{columns(int(a), op, int(b))}\n{line}"
+                 for i, line in enumerate(lines) for a, op, b in [re.search(r'<<(\d+)([-+*/])(\d+)=', line).groups()]]
     text.append(rng.choice([f"How many {item} does {name} have now?", f"How many {item} does {name} have at the end?"]))
     return {'question': ' '.join(text), 'answer': '\n'.join(lines) + f"\n#### {total}", 'steps': n_steps}
 
