@@ -1,8 +1,9 @@
 """
-Tests of train.py's scale-out and failure handling: DDP on the CPU with gloo (2 processes train like 1, also LoRA),
-exact resume after SIGKILL (at a random iteration, during a checkpoint write, under DDP), keep_last, non-finite
-losses, a full disk, SIGTERM, out of memory, and a table of bad inputs that must get a clear one-line error, exit
-status 1 and no changed file.  python -m pytest test_train.py  (CPU: 75-85 s on 2 busy cores, ~65 s of CPU time)
+Tests of train.py's scale-out and failure handling: DDP and FSDP2 on the CPU with gloo (2 processes train like 1,
+also LoRA under DDP), exact resume after SIGKILL (at a random iteration, during a checkpoint write, under DDP) and of
+FSDP runs, keep_last, non-finite losses skipped, stopping the run or rolled back, a full disk, SIGTERM, out of memory,
+and a table of bad inputs that must get a clear one-line error, exit status 1 and no changed file.
+python -m pytest test_train.py  (CPU: about 120 s on 2 busy cores, ~105 s of CPU time)
 
 Runs are a 2 x 32 Llama, fp32, dropout 0, so they compare bitwise: on 32-token rows of a small byte-tokenized text,
 and for LoRA on gsm_synth chat data. Runs that go on from the middle start from a copy of the reference run's
@@ -172,6 +173,40 @@ def test_lora_on_chat_data_under_ddp(tmp):
     assert 'lora' in b and all(torch.allclose(a['model'][k], b['model'][k], atol=1e-5) for k in a['model'])
 
 
+# ---------------------------------------------------------------------------- FSDP
+@pytest.fixture(scope='module')
+def fsdp_run(tmp):
+    """The reference's config on 2 processes with FSDP2 (gloo); 3 eval batches, so one rank runs a spare forward."""
+    return train(*ARGS, '--out_dir=fsdp', '--max_iters=20', '--fsdp', '--eval_iters=3', cwd=tmp, nproc=2)
+
+
+def test_fsdp_trains_like_one_process_and_resumes_exactly(tmp, fsdp_run):
+    one, two = losses(tmp / 'ref'), losses(tmp / 'fsdp')
+    assert sorted(two) == list(range(1, 21))
+    diff = max(abs(one[i] - two[i]) for i in one)
+    print(f"largest difference of the training loss over 20 steps, 1 process vs 2 with FSDP: {diff:.3g}")
+    assert diff < 1e-5
+    # the file of one process: full tensors (tied ones shared), the optimizer state keyed by index
+    a, b = ckpt(tmp / 'ref' / 'ckpt.pt'), ckpt(tmp / 'fsdp' / 'ckpt.pt')
+    assert a.keys() == b.keys() and list(a['model']) == list(b['model'])
+    assert all(torch.allclose(a['model'][k], b['model'][k], atol=1e-5) for k in a['model'])
+    assert b['model']['lm_head.weight'].data_ptr() == b['model']['embed_tokens.weight'].data_ptr()
+    assert a['optimizer']['param_groups'] == b['optimizer']['param_groups']
+    sa, sb = a['optimizer']['state'], b['optimizer']['state']
+    assert sa.keys() == sb.keys() and all(torch.allclose(sa[i][k], sb[i][k], atol=1e-5) for i in sa for k in sa[i])
+    # its checkpoint of iteration 12 resumed with FSDP is bitwise the unbroken run; in one process, within 1e-5
+    for name, nproc, fsdp in (('fsdp_resume', 2, ['--fsdp', '--eval_iters=3']), ('fsdp_to_one', 0, [])):
+        os.makedirs(tmp / name)
+        shutil.copy(tmp / 'fsdp' / 'ckpt_000012.pt', tmp / name / 'ckpt.pt')
+        p = train(*ARGS, f'--out_dir={name}', '--max_iters=20', '--init_from=resume', *fsdp, cwd=tmp, nproc=nproc)
+        assert f'resuming from {name}/ckpt.pt at iteration 12' in p.stdout
+    assert same_weights(tmp / 'fsdp' / 'ckpt.pt', tmp / 'fsdp_resume' / 'ckpt.pt')
+    assert str(sb) == str(ckpt(tmp / 'fsdp_resume' / 'ckpt.pt')['optimizer']['state'])
+    assert losses(tmp / 'fsdp')[20] == losses(tmp / 'fsdp_resume')[20]
+    c = ckpt(tmp / 'fsdp_to_one' / 'ckpt.pt')['model']
+    assert all(torch.allclose(b['model'][k], c[k], atol=1e-5) for k in c)
+
+
 # ---------------------------------------------------------------------------- exact resume, keep_last
 def test_sigkill_at_a_random_iteration_resumes_exactly(tmp):
     kill_at = random.randint(5, 14)  # after the checkpoint of iteration 4
@@ -232,6 +267,52 @@ def test_nonfinite_losses_are_skipped_then_stop_the_run(tmp):
     assert not same_weights(out / 'ckpt_000013.pt', out / 'ckpt_000014.pt')
     assert same_weights(out / 'ckpt_000014.pt', out / 'ckpt_000016.pt')
     assert np.isfinite(losses(out)[14])
+
+
+@pytest.fixture(scope='module')
+def lr_half(tmp):
+    """The reference resumed at iteration 12 from a checkpoint that holds a learning rate factor of 0.5."""
+    os.makedirs(tmp / 'lr_half')
+    torch.save({**ckpt(tmp / 'ref' / 'ckpt_000012.pt'), 'lr_factor': 0.5}, tmp / 'lr_half' / 'ckpt.pt')
+    p = train(*ARGS, '--out_dir=lr_half', '--max_iters=20', '--init_from=resume', cwd=tmp)
+    assert 'resuming from lr_half/ckpt.pt at iteration 12' in p.stdout and 'learning rate x0.5 after NaN' in p.stdout
+    return tmp / 'lr_half'
+
+
+ROLLBACK = ['--max_iters=20', '--init_from=resume', '--max_bad_steps=2', '--nan_rollback=1']
+
+
+def test_nan_rollback_reloads_the_checkpoint_with_a_lower_learning_rate(tmp, lr_half):
+    # NaN at 15 and 16, 2 in a row: back to ckpt.pt of 12 (the eval of 16, amid the skipped steps, does not
+    # overwrite it) with the learning rate x0.5; the test hook gives each NaN once, so 15 and 16 then train
+    out = from_ref(tmp, 'rollback')
+    p = train(*ARGS, '--out_dir=rollback', *ROLLBACK, cwd=tmp, env={'TRAIN_NAN_ITERS': '15,16'})
+    assert 'iter 16: 2 non-finite steps in a row: rolled back to rollback/ckpt.pt (iteration 12), learning rate ' \
+           'now x0.5 (rollback 1 of 1)' in p.stdout, p.stdout
+    records = [r for r in map(json.loads, open(out / 'log.jsonl')) if 'rollback' in r]
+    assert records == [{'iter': 16, 'rollback_to': 12, 'lr_factor': 0.5, 'rollback': 1}]
+    # from there exactly the run resumed with the lowered learning rate, which the checkpoints keep
+    assert same_weights(lr_half / 'ckpt.pt', out / 'ckpt.pt') and ckpt(out / 'ckpt.pt')['lr_factor'] == 0.5
+    assert losses(out) == losses(lr_half) and sorted(losses(out)) == list(range(13, 21))
+    # another streak after the last rollback allowed stops the run, as without rollbacks
+    from_ref(tmp, 'rollback2')
+    p = train(*ARGS, '--out_dir=rollback2', *ROLLBACK, cwd=tmp, check=False, env={'TRAIN_NAN_ITERS': '15,16,18,19'})
+    assert p.returncode == 1 and 'Traceback' not in p.stderr, p.stderr
+    assert 'error: 2 steps in a row had a non-finite loss or gradient (iterations 18 to 19' in p.stderr
+    assert 'rolled back 1 of --nan_rollback=1 times' in p.stderr
+
+
+def test_fsdp_nan_rollback(tmp, fsdp_run, lr_half):
+    # the same under FSDP (the weights and optimizer state go back into the shards): within 1e-5 of one process
+    os.makedirs(tmp / 'fsdp_rollback')
+    shutil.copy(tmp / 'fsdp' / 'ckpt_000012.pt', tmp / 'fsdp_rollback' / 'ckpt.pt')
+    p = train(*ARGS, '--out_dir=fsdp_rollback', *ROLLBACK, '--fsdp', cwd=tmp, nproc=2,
+              env={'TRAIN_NAN_ITERS': '15,16'})
+    assert 'rolled back to fsdp_rollback/ckpt.pt (iteration 12), learning rate now x0.5' in p.stdout
+    one, two = losses(lr_half), losses(tmp / 'fsdp_rollback')
+    assert one.keys() == two.keys() and max(abs(one[i] - two[i]) for i in one) < 1e-5
+    a, b = ckpt(lr_half / 'ckpt.pt'), ckpt(tmp / 'fsdp_rollback' / 'ckpt.pt')
+    assert b['lr_factor'] == 0.5 and all(torch.allclose(a['model'][k], b['model'][k], atol=1e-5) for k in a['model'])
 
 
 @pytest.mark.skipif(not os.path.exists('/dev/full'), reason='needs /dev/full (Linux)')
@@ -373,6 +454,10 @@ BAD_INPUTS = [
      {'oom': True, 'may_write': ['./oom']}),  # config.json is written before the first step
     ('DDP: accumulation not divisible by the processes', ['--gradient_accumulation_steps=3'],
      "gradient_accumulation_steps (3) must be a multiple of the number of processes (2)", DDP2),
+    ('FSDP without torchrun', ['--fsdp'], "fsdp=True shards the model across the processes of torchrun", {}),
+    ('FSDP with LoRA', ['--fsdp', '--lora_r=4'], "fsdp=True is for full fine-tuning", DDP2),
+    ('FSDP in float16', ['--fsdp', '--dtype=float16'], "fsdp=True trains in bfloat16 or float32, not float16", DDP2),
+    ('NaN rollback factor out of range', ['--nan_rollback=2', '--nan_lr_factor=0'], "0 < nan_lr_factor <= 1", {}),
 ]
 if not torch.cuda.is_available():
     BAD_INPUTS.append(('CUDA asked for, absent', ['--device=cuda'],

@@ -5,25 +5,23 @@ Train a model on prepared token shards (see prepare.py). One loop, nanoGPT order
     python train.py config/shakespeare_char.py --max_iters=4000 --init_from=resume
     python train.py config/shakespeare_char.py --init_from=out-shakespeare-char --out_dir=out-lora --lora_r=8
     torchrun --standalone --nproc_per_node=4 train.py config/micro.py      # DDP: 4 GPUs (or 4 CPU processes, gloo)
+    torchrun --standalone --nproc_per_node=8 train.py config/small.py --fsdp   # FSDP2: weights sharded over 8 GPUs
 
-Config is the globals below; a config file and --key=value override them (configurator.py). The effective config is
-printed, saved as out_dir/config.json and inside every checkpoint. out_dir/ckpt.pt is the state to resume from (written
-atomically at each eval -- with always_save_checkpoint=False only when val improved --, at the end, and on Ctrl-C /
-SIGTERM; with keep_last=k also as ckpt_<iter>.pt, the k newest kept); out_dir/best.pt the model with the best val
-loss so far. Every log line is also appended to out_dir/log.jsonl. A resumed run continues exactly where it stopped,
-also after a SIGKILL (from the last checkpoint; a kill while writing one leaves the previous one intact).
+Config is the globals below; a config file and --key=value override them (configurator.py); the effective config is
+saved as out_dir/config.json and in every checkpoint. out_dir/ckpt.pt is the state to resume from exactly, also after
+a SIGKILL (written atomically at evals, at the end and on Ctrl-C / SIGTERM; keep_last=k also keeps ckpt_<iter>.pt);
+best.pt the model with the best val loss; log.jsonl every log line.
 
-Under torchrun (DDP) every process draws the same global batch of gradient_accumulation_steps micro-batches and
-trains on its own consecutive share of them, so the run sees the same data as one process would; rank 0 alone logs
-and writes files. A non-finite loss skips the step (max_bad_steps in a row stop the run); a full disk while saving
-keeps the previous checkpoint; CUDA out of memory lists the keys that lower memory.
+Under torchrun every process draws the same global batch of gradient_accumulation_steps micro-batches and trains on
+its own share of them (DDP, or FSDP2 with fsdp=True: the same file format), so the run sees the data one process would;
+rank 0 alone logs and writes files. A non-finite loss skips the step: max_bad_steps in a row stop the run, or with
+nan_rollback reload ckpt.pt at a lower learning rate. A full disk while saving keeps the previous checkpoint; CUDA out
+of memory lists the keys that lower memory.
 
-A LoRA run (lora_r > 0; qlora=True puts the frozen base in 4-bit NF4) trains adapters on a frozen base (init_from:
-another run's out_dir, 'rwkv:<pth>' or a seeded scratch model). Its ckpt.pt holds the adapters, the optimizer and a
-reference to the base (path and weight fingerprint, checked on resume); best.pt the merged model, which loads like any
-other; adapter.safetensors the best adapters alone (lora.load_adapter).
+A LoRA run (lora_r > 0; qlora=True puts the frozen base in 4-bit NF4) trains adapters on a frozen base. Its ckpt.pt
+holds the adapters, the optimizer and a reference to the base (checked on resume); best.pt the merged model;
+adapter.safetensors the best adapters alone (lora.load_adapter).
 """
-
 import dataclasses
 import errno
 import json
@@ -55,6 +53,8 @@ eval_only = False           # evaluate once and exit
 always_save_checkpoint = True  # write ckpt.pt at every eval (else only when val improves, and at the end)
 keep_last = 0               # also keep the k newest checkpoints as ckpt_<iter>.pt (hard links: no extra space); 0 = off
 max_bad_steps = 10          # stop after this many steps in a row with a non-finite loss (each one is skipped)
+nan_rollback = 0            # instead of stopping: reload ckpt.pt and scale the learning rate by nan_lr_factor, up to
+nan_lr_factor = 0.5         # nan_rollback times (0 = off); the factor is kept in the checkpoints
 init_from = 'scratch'       # 'scratch' | 'resume' (from out_dir/ckpt.pt) | 'rwkv:<official RWKV-7 .pth>' |
                             # 'hf:<Hugging Face folder or hub id>' | 'llama2c:<file.bin>' (Llama.from_pretrained) |
                             # another run's out_dir (its weights, a fresh optimizer: pretrain, then fine-tune)
@@ -114,6 +114,7 @@ device = 'auto'             # 'auto' (cuda > mps > cpu) | 'cpu' | 'cuda' | 'cuda
 dtype = 'auto'              # 'auto' (bf16 on GPUs that have it, else fp16; fp32 on cpu/mps) | float32 | bfloat16 | float16
 compile = False             # torch.compile the model
 grad_checkpoint = False     # recompute activations in backward (less memory, ~30% slower)
+fsdp = False                # under torchrun: shard weights, gradients and optimizer state (FSDP2) instead of DDP
 seed = 1337
 # -----------------------------------------------------------------------------
 
@@ -126,10 +127,22 @@ if os.environ.get('RANK', '0') != '0':
 def fail(msg):
     """Print a user error (no traceback) and exit with status 1; under DDP from every rank that meets it."""
     rank = os.environ.get('RANK', '0')
-    print(f"train.py{f' (rank {rank})' if rank != '0' else ''}: error: {msg}", file=sys.stderr)
-    if torch.distributed.is_initialized():
-        torch.distributed.destroy_process_group()
-    sys.exit(1)
+    print(f"train.py{f' (rank {rank})' if rank != '0' else ''}: error: {msg}".replace('\n', '\\n'), file=sys.stderr)
+    leave(1)
+
+
+def leave(code):
+    """Exit with status code. Under torchrun the process group is destroyed first and the process then leaves at once
+    (os._exit, after the logs are flushed): in a normal interpreter exit, gloo's worker threads may still be freeing
+    the last collective's tensors, which aborts the process (SIGABRT, about 1 run in 10 on a busy CPU, torch 2.13)."""
+    if not torch.distributed.is_initialized():
+        sys.exit(code)
+    torch.distributed.destroy_process_group()
+    if wandb_log and 'wandb' in globals():
+        wandb.finish(exit_code=code)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def on_uncaught(kind, e, tb):
@@ -147,6 +160,7 @@ sys.excepthook = on_uncaught
 try:
     config = configure(globals())
     # test hooks (test_train.py): a pause in each write of ckpt.pt before the rename; NaN losses at these iterations
+    # (once each: after a rollback they train)
     _save_pause = float(os.environ.get('TRAIN_SAVE_PAUSE', 0))
     _nan_iters = {int(i) for i in os.environ.get('TRAIN_NAN_ITERS', '').split(',') if i}
     ddp = 'RANK' in os.environ  # launched by torchrun: one process per GPU (or per share of the CPU cores)
@@ -160,6 +174,11 @@ try:
                           f"number of processes ({ddp_world_size}): each runs an equal share of the micro-batches")
     if ddp and device_type == 'mps':
         raise ConfigError("DDP runs on CUDA GPUs (NCCL) or on the CPU (gloo), not on MPS: use --device=cpu")
+    if fsdp and not ddp:
+        raise ConfigError("fsdp=True shards the model across the processes of torchrun: launch it with torchrun "
+                          "--standalone --nproc_per_node=N train.py ...")
+    if fsdp and (lora_r or qlora):
+        raise ConfigError("fsdp=True is for full fine-tuning; LoRA/QLoRA runs train few weights: use DDP (fsdp=False)")
     if ddp and device_type == 'cuda':  # one GPU per process, whatever cuda:N was asked for
         if ddp_local_rank >= torch.cuda.device_count():
             raise ConfigError(f"local rank {ddp_local_rank} has no GPU: this node has {torch.cuda.device_count()}; "
@@ -170,6 +189,10 @@ try:
             if device_type == 'cuda' else 'float32'
     if dtype not in ('float32', 'bfloat16', 'float16'):
         raise ConfigError(f"dtype must be auto, float32, bfloat16 or float16, not '{dtype}'")
+    if fsdp and dtype == 'float16':  # a GradScaler would see only this rank's shard of the gradients
+        raise ConfigError("fsdp=True trains in bfloat16 or float32, not float16: set --dtype=bfloat16 or float32")
+    if nan_rollback < 0 or not 0 < nan_lr_factor <= 1:
+        raise ConfigError(f"need nan_rollback >= 0 (got {nan_rollback}), 0 < nan_lr_factor <= 1 (got {nan_lr_factor})")
     if lr_schedule not in ('cosine', 'linear'):
         raise ConfigError(f"lr_schedule must be 'cosine' or 'linear', not '{lr_schedule}'")
     if init_from not in ('scratch', 'resume') and not init_from.startswith(PRETRAINED) and not os.path.isdir(init_from):
@@ -261,6 +284,8 @@ if init_from == 'resume':
     if checkpoint['config'].get('optim', 'adamw') != optim:
         fail(f"{ckpt_path} was trained with optim='{checkpoint['config'].get('optim', 'adamw')}': resume with it")
     lora_run = checkpoint.get('lora')
+    if lora_run and fsdp:
+        fail(f"{ckpt_path} is a LoRA run: resume it without fsdp (DDP)")
     if lora_run is None and lora_r:
         fail(f"{ckpt_path} is a full-training checkpoint: to LoRA-fine-tune it, start a new run with "
              f"--init_from={out_dir} and another --out_dir")
@@ -381,6 +406,14 @@ if lora_info is not None and lora_info['qlora']:
     print(f"QLoRA: {n_q} linear layers in NF4, {nbytes / 2**20:.2f} MiB for {nweights:,} weights "
           f"({nbytes / nweights:.3f} bytes/weight); embeddings, norms and head in {dtype}"
           + ("; best.pt: the dequantized base with the adapters merged, fp32" if merge_lora_on_save else ''))
+elif fsdp:  # each block a unit of its own (all-gathered only for its forward and backward), then the rest
+    import torch.distributed.checkpoint.state_dict as dsd
+    from torch.distributed.fsdp import fully_shard
+    mesh = torch.distributed.device_mesh.init_device_mesh(device_type, (ddp_world_size,))
+    for block in model.layers if model_type == 'llama' else model.blocks:
+        fully_shard(block, mesh=mesh)  # moves the block to the device, keeps this rank's shard
+    fully_shard(model, mesh=mesh)
+    FULL = dsd.StateDictOptions(full_state_dict=True, cpu_offload=True)  # checkpoints: full tensors, as without FSDP
 else:
     model.to(device)
 
@@ -453,38 +486,67 @@ if optim != 'adamw':  # the same parameter groups (decay on matrices, lr_scale),
                               paged=optim == 'paged_adamw8bit')
     except (ImportError, RuntimeError) as e:
         fail(str(e))
-iter_num, best_val_loss, loss_acc, n_acc = 0, float('inf'), 0.0, 0
+raw_model = model
+iter_num, best_val_loss, loss_acc, n_acc, lr_factor, rollbacks = 0, float('inf'), 0.0, 0, 1.0, 0
 if ddp_rank > 0:
     torch.manual_seed(seed + ddp_rank)  # its own dropout masks; rank 0 goes on with the stream of a single process
-if checkpoint is not None:
-    optimizer.load_state_dict(checkpoint['optimizer'])
-    if scaler.is_enabled() and checkpoint['scaler']:  # an fp32/bf16 run has no scaler state
-        scaler.load_state_dict(checkpoint['scaler'])
-    iter_num, best_val_loss = checkpoint['iter_num'], checkpoint['best_val_loss']
-    rng = checkpoint['rng']
+if fsdp:  # ckpt.pt keys the optimizer state by index, as optimizer.state_dict() does; the full state dict API by name
+    names = {p: n for n, p in raw_model.named_parameters()}
+    names = [names[p] for g in optimizer.param_groups for p in g['params']]
+
+
+def rekey(osd, keys):
+    """An optimizer state dict with its parameter keys mapped through keys (index -> name or name -> index)."""
+    return {'state': {keys[k]: v for k, v in osd['state'].items()},
+            'param_groups': [dict(g, params=[keys[k] for k in g['params']]) for g in osd['param_groups']]}
+
+
+def restore(ck, weights=False):
+    """Put the run back where checkpoint ck was written: optimizer, scaler, iteration, best val loss, log window, LR
+    factor and every RNG state; with weights also the model's weights."""
+    global iter_num, best_val_loss, loss_acc, n_acc, lr_factor
+    if weights:  # a NaN rollback; at start-up they are loaded before LoRA and sharding
+        if lora_info is not None:
+            load_lora_state_dict(raw_model, ck['model'])
+        elif fsdp:
+            dsd.set_model_state_dict(raw_model, ck['model'], options=FULL)
+        else:
+            raw_model.load_state_dict(ck['model'])
+    if fsdp:
+        dsd.set_optimizer_state_dict(raw_model, optimizer, rekey(ck['optimizer'], names), options=FULL)
+    else:
+        optimizer.load_state_dict(ck['optimizer'])
+    if scaler.is_enabled() and ck['scaler']:  # an fp32/bf16 run has no scaler state
+        scaler.load_state_dict(ck['scaler'])
+    iter_num, best_val_loss, lr_factor = ck['iter_num'], ck['best_val_loss'], ck.get('lr_factor', 1.0)
+    rng = ck['rng']
     sampler.set_state(rng['sampler'])  # the same on every rank: the data order does not depend on the world size
     random.setstate(rng['python'])
     np.random.set_state(rng['numpy'])
     saved = rng.get('ranks') or [rng]  # the torch RNG states (dropout) of each process that wrote the checkpoint
     if len(saved) != ddp_world_size:
-        print(f"note: {ckpt_path} was written by {len(saved)} process(es), this run has {ddp_world_size}: the data "
-              f"order goes on exactly, dropout masks differ from those of an unbroken run")
+        print(f"note: the checkpoint was written by {len(saved)} process(es), this run has {ddp_world_size}: the "
+              f"data order goes on exactly, dropout masks differ from those of an unbroken run")
     if ddp_rank < len(saved):
         torch.set_rng_state(saved[ddp_rank]['torch'])
         if device_type == 'cuda' and saved[ddp_rank].get('cuda') is not None:
             torch.cuda.set_rng_state(saved[ddp_rank]['cuda'], device)
         if device_type == 'mps' and saved[ddp_rank].get('mps') is not None:
             torch.mps.set_rng_state(saved[ddp_rank]['mps'])
-    loss_acc, n_acc = checkpoint['log_acc']  # a log window cut by the stop goes on after it
-    print(f"resuming from {ckpt_path} at iteration {iter_num} (best val loss {best_val_loss:.4f})")
+    loss_acc, n_acc = ck['log_acc']  # a log window cut by the stop goes on after it
+
+
+if checkpoint is not None:
+    restore(checkpoint)
+    print(f"resuming from {ckpt_path} at iteration {iter_num} (best val loss {best_val_loss:.4f})"
+          + (f", learning rate x{lr_factor:g} after NaN rollbacks" if lr_factor != 1 else ''))
 checkpoint = None  # free memory
 on_disk = {'ckpt.pt': iter_num} if init_from == 'resume' else {}  # the iteration of each file this run has written
-raw_model = model
 if compile:
     print("compiling the model... (takes a minute)")
     model = torch.compile(model)
-eval_model = model  # evals run outside DDP: each rank a different number of batches, no collectives inside
-if ddp:  # only trainable parameters (all of them, or the LoRA adapters) join the gradient all-reduce
+eval_model = model  # evals run outside DDP: each rank a different number of batches (FSDP: as many forwards)
+if ddp and not fsdp:  # only trainable parameters (all of them, or the LoRA adapters) join the gradient all-reduce
     model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[ddp_local_rank] if device_type == 'cuda'
                                                       else None)
 
@@ -500,12 +562,15 @@ def estimate_loss():
         sums = torch.zeros(2, eval_iters, device=device)  # loss x tokens and tokens of each batch
         for k in range(eval_iters):
             picks = draw(split, gen)
-            if k % ddp_world_size == ddp_rank:  # DDP: each rank its share of the batches, summed below
-                X, Y = get_batch(split, picks)
-                n = int((Y != -1).sum())
-                if n:  # chat data: rows may hold no supervised token
+            mine = k % ddp_world_size == ddp_rank  # DDP: each rank its share of the batches, summed below
+            if mine or fsdp and k == eval_iters - 1 and ddp_rank > k % ddp_world_size:  # FSDP's forwards gather the
+                X, Y = get_batch(split, picks)  # weights: every rank runs as many, those without a batch a spare one
+                n = int((Y != -1).sum()) if mine else 0
+                if n or fsdp:  # chat data: rows may hold no supervised token
                     with ctx:
-                        sums[0, k], sums[1, k] = eval_model(X, Y)[1] * n, n
+                        loss = eval_model(X, Y)[1]
+                    if n:
+                        sums[0, k], sums[1, k] = loss * n, n
         if ddp:
             torch.distributed.all_reduce(sums)
         out[split] = (sums[0].sum() / sums[1].sum()).item()  # the mean over all target tokens
@@ -530,7 +595,8 @@ def save(name, with_state):
     """Write out_dir/name atomically (a temp file, fsync, rename) on rank 0; every rank calls it, with_state hands in
     its RNG state. with_state adds what resume needs, and with keep_last the file is also kept as ckpt_<iter>.pt. A
     LoRA run writes its adapters and base reference (key 'lora') with state, else the merged model (a plain state
-    dict). A failed write (a full disk) removes the temp file, leaves the previous file as it was and stops the run."""
+    dict); an FSDP run the gathered full tensors (the same file). A failed write (a full disk) removes the temp file,
+    leaves the previous file as it was and stops the run."""
     rng, error = None, None
     if with_state:  # every rank's torch RNG (their dropout masks differ); the rest is the same on all ranks
         mine = {'torch': torch.get_rng_state(), 'cuda': torch.cuda.get_rng_state(device) if device_type == 'cuda'
@@ -541,8 +607,17 @@ def save(name, with_state):
             torch.distributed.all_gather_object(ranks, mine)
         rng = dict(mine, ranks=ranks if ddp else None, sampler=sampler.get_state(), python=random.getstate(),
                    numpy=np.random.get_state())
+    if fsdp:  # every rank takes part in gathering the full tensors onto rank 0's CPU
+        weights = dsd.get_model_state_dict(raw_model, options=FULL)
+        opt_state = dsd.get_optimizer_state_dict(raw_model, optimizer, options=FULL) if with_state else None
     if master_process:
-        weights = raw_model.state_dict()
+        if fsdp:  # as without FSDP: tied weights one tensor (half the file for a big vocab), optimizer keyed by index
+            first = {}
+            for n, p in raw_model.named_parameters(remove_duplicate=False):
+                weights[n] = weights[first.setdefault(p, n)]
+            opt_state = opt_state and rekey(opt_state, {n: i for i, n in enumerate(names)})
+        else:
+            weights, opt_state = raw_model.state_dict(), optimizer.state_dict() if with_state else None
         if lora_info is not None:
             weights = lora_state_dict(raw_model) if with_state else merged_state_dict(raw_model)
         ckpt = {'model': weights, 'model_type': model_type, 'model_args': model_args, 'config': config,
@@ -550,8 +625,8 @@ def save(name, with_state):
         if lora_info is not None:
             ckpt['lora' if with_state else 'merged_lora'] = lora_info
         if with_state:
-            ckpt.update(optimizer=optimizer.state_dict(), scaler=scaler.state_dict(), rng=rng,
-                        log_acc=(loss_acc, n_acc))
+            ckpt.update(optimizer=opt_state, scaler=scaler.state_dict(), rng=rng, log_acc=(loss_acc, n_acc),
+                        lr_factor=lr_factor)
         path = os.path.join(out_dir, name)
         try:
             with open(path + '.tmp', 'wb') as f:
@@ -608,7 +683,7 @@ def log(record):
 
 if eval_only:
     print(json.dumps(estimate_loss()))
-    if master_process:  # the val split's loss, perplexity and bits per byte, as bench.py --task=perplexity gives them
+    if master_process and not fsdp:  # val loss, perplexity and bits per byte as bench.py gives them (unsharded)
         import bench
         bench.device, bench.out_dir, bench.data_dir, bench.batch_size = device, '', data_dir, batch_size
         try:
@@ -619,8 +694,7 @@ if eval_only:
             fail(str(e))
     if ddp:
         torch.distributed.barrier()
-        torch.distributed.destroy_process_group()
-    sys.exit(0)
+    leave(0)
 if master_process:
     try:
         os.makedirs(out_dir, exist_ok=True)
@@ -650,7 +724,7 @@ signal.signal(signal.SIGTERM, request_stop)
 # ---------------------------------------------------------------------------- the loop
 start_iter, t_start, t0, last_log, bad_steps, truncated_all = iter_num, time.time(), time.time(), iter_num, 0, 0
 while True:
-    lr = get_lr(iter_num)
+    lr = get_lr(iter_num) * lr_factor
     for group in optimizer.param_groups:
         group['lr'] = lr * group.get('lr_scale', 1.0)
     if (iter_num % eval_interval == 0 or iter_num == max_iters) and iter_num > start_iter or iter_num == 0:
@@ -666,7 +740,9 @@ while True:
                     val_loss=best_val_loss, tokenizer=tok.spec))
             if iter_num > 0 and (lora_info is None or merge_lora_on_save):
                 save('best.pt', with_state=False)
-        if iter_num > 0 and (always_save_checkpoint or best_val_loss == losses['val'] or iter_num == max_iters):
+        keep = bad_steps and rollbacks < nan_rollback and iter_num < max_iters  # the state to roll back to
+        if iter_num > 0 and not keep and (always_save_checkpoint or best_val_loss == losses['val']
+                                          or iter_num == max_iters):
             save('ckpt.pt', with_state=True)
             print(f"saved {out_dir}/ckpt.pt")
     if iter_num >= max_iters or stop_requested:
@@ -689,15 +765,18 @@ while True:
         total = int(total_t.item())
     step_loss = torch.zeros((), device=device)
     for k, ((X, Y), n) in enumerate(zip(batches, counts)):
-        if ddp:  # all-reduce the gradients once, in the backward pass of the last micro-batch
+        if fsdp:  # reduce the gradients once, in the backward pass of the last micro-batch
+            raw_model.set_requires_gradient_sync(k == micro_steps - 1)
+        elif ddp:
             model.require_backward_grad_sync = k == micro_steps - 1
         with ctx:
             logits, loss = model(X, Y)  # chat data: with no supervised token in the micro-batch the mean is NaN
             loss = loss * (n / total) if n else logits.sum() * 0.0  # and it adds nothing (the backward still runs)
             if iter_num in _nan_iters:
                 loss = loss * float('nan')
-        scaler.scale(loss * ddp_world_size).backward()  # DDP averages the ranks' gradients; the window wants a sum
+        scaler.scale(loss * ddp_world_size).backward()  # DDP, FSDP average the ranks' gradients; we want a sum
         step_loss += loss.detach()
+    _nan_iters.discard(iter_num)
     stats = torch.stack([step_loss, torch.tensor(float(stop_signal), device=device),
                          torch.tensor(float(truncated), device=device)])
     if ddp:  # the step's loss over all ranks; whether any rank was asked to stop
@@ -717,6 +796,15 @@ while True:
         bad_steps += 1
         print(f"iter {iter_num}: non-finite loss or gradient (loss {step_lossf}), step skipped ({bad_steps} in a row)")
         log({'iter': iter_num, 'skipped': 'non-finite loss or gradient', 'bad_steps_in_a_row': bad_steps})
+        if bad_steps >= max_bad_steps and rollbacks < nan_rollback and 'ckpt.pt' in on_disk:
+            rollbacks, factor, bad_at = rollbacks + 1, lr_factor * nan_lr_factor, iter_num
+            restore(load_checkpoint(os.path.join(out_dir, 'ckpt.pt')), weights=True)  # also the data position
+            lr_factor, bad_steps, t0, last_log = factor, 0, time.time(), iter_num
+            print(f"iter {bad_at}: {max_bad_steps} non-finite steps in a row: rolled back to {out_dir}/ckpt.pt "
+                  f"(iteration {iter_num}), learning rate now x{lr_factor:g} (rollback {rollbacks} of {nan_rollback})")
+            log({'iter': bad_at, 'rollback_to': iter_num, 'lr_factor': lr_factor, 'rollback': rollbacks})
+            optimizer.zero_grad(set_to_none=True)
+            continue
         if bad_steps >= max_bad_steps:
             fail(f"{bad_steps} steps in a row had a non-finite loss or gradient (iterations {iter_num - bad_steps + 1}"
                  f" to {iter_num}, all skipped): the run diverged. "
@@ -724,7 +812,8 @@ while True:
                  + f"resume from a checkpoint with a lower --learning_rate (now {learning_rate}), a longer "
                  f"--warmup_iters (now {warmup_iters}) or --grad_clip=1.0 (now {grad_clip})"
                  + (", or --dtype=bfloat16 instead of float16" if dtype == 'float16' else '')
-                 + f"; --max_bad_steps (now {max_bad_steps}) sets how many in a row stop the run")
+                 + f"; --max_bad_steps (now {max_bad_steps}) sets how many in a row stop the run"
+                 + (f"; rolled back {rollbacks} of --nan_rollback={nan_rollback} times" if nan_rollback else ''))
     optimizer.zero_grad(set_to_none=True)
     iter_num += 1
 
@@ -742,4 +831,4 @@ while True:
 print(f"done: {iter_num} iterations in {time.time() - t_start:.1f} s, best val loss {best_val_loss:.4f}")
 if ddp:
     torch.distributed.barrier()  # every rank done with the last collective before any leaves (gloo aborts otherwise)
-    torch.distributed.destroy_process_group()
+    leave(0)
