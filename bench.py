@@ -127,9 +127,14 @@ def load_run(path, name=''):
     name = name or ('best.pt' if os.path.isfile(os.path.join(path, 'best.pt')) else 'ckpt.pt')
     if not os.path.isfile(os.path.join(path, name)):
         raise ConfigError(f"no checkpoint {os.path.join(path, name)}: set --out_dir to a trained run (or --ckpt)")
-    ck = torch.load(os.path.join(path, name), map_location='cpu', weights_only=False)
-    if ck.get('model_type') not in ('llama', 'rwkv7') or 'model' not in ck:
-        raise ConfigError(f"{os.path.join(path, name)} holds no llama or rwkv7 model state")
+    try:
+        ck = torch.load(os.path.join(path, name), map_location='cpu', weights_only=False)
+    except Exception as e:  # a text file, a truncated or foreign file: whatever torch.load raises
+        raise ConfigError(f"cannot read {os.path.join(path, name)} ({type(e).__name__}: {str(e)[:200]}): it is "
+                          f"damaged or not a train.py checkpoint") from None
+    if not isinstance(ck, dict) or ck.get('model_type') not in ('llama', 'rwkv7') or \
+            not {'model', 'model_args', 'tokenizer'} <= ck.keys():
+        raise ConfigError(f"{os.path.join(path, name)} is not a train.py checkpoint (no llama or rwkv7 model state)")
     Model, Config = model_class(ck['model_type'])
     model = Model(Config(**ck['model_args']))
     try:
@@ -147,12 +152,20 @@ def doc_start(tok):
 
 
 # ---------------------------------------------------------------------------- GSM8K data
+def read_text(path):
+    """The contents of a UTF-8 text file; ConfigError naming the file when it is not UTF-8."""
+    try:
+        return open(path, encoding='utf-8').read()
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path} is not UTF-8 text ({e}); convert it, e.g. iconv -t utf-8") from None
+
+
 def read_problems(path, what='--data'):
     """[{'question', 'answer'}, ...] from a jsonl file; ConfigError naming the file (and line) when it cannot."""
     if not os.path.isfile(path):
         raise ConfigError(f"{what}='{path}' not found: a jsonl of {{\"question\", \"answer\"}} records")
     out = []
-    for n, line in enumerate(open(path, encoding='utf-8'), 1):
+    for n, line in enumerate(read_text(path).splitlines(), 1):
         if line.strip():
             try:
                 rec = json.loads(line)
@@ -250,6 +263,8 @@ def bench_eval(kind):
     if prompt not in ('chat', 'fewshot') or fewshot_task not in ('gsm8k', 'gsm8k_cot'):
         raise ConfigError(f"prompt must be chat or fewshot (got '{prompt}'), fewshot_task gsm8k or gsm8k_cot (got "
                           f"'{fewshot_task}')")
+    if max_new_tokens < 1 or limit < 0:
+        raise ConfigError(f"need max_new_tokens >= 1 (got {max_new_tokens}) and limit >= 0 (got {limit}; 0 = all)")
     if num_samples < 1 or (num_samples > 1 and temperature <= 0) or temperature < 0 or batch_size < 1:
         raise ConfigError(f"need num_samples >= 1 (got {num_samples}), temperature > 0 for num_samples > 1 (got "
                           f"{temperature}: greedy samples are all alike) and batch_size >= 1")
@@ -322,6 +337,8 @@ def bench_distill():
         raise ConfigError("--task=distill needs --data=train.jsonl (GSM8K-format problems)")
     if num_samples > 1 and temperature <= 0:
         raise ConfigError("--num_samples > 1 needs --temperature > 0 (greedy samples are all alike)")
+    if max_new_tokens < 1 or limit < 0:
+        raise ConfigError(f"need max_new_tokens >= 1 (got {max_new_tokens}) and limit >= 0 (got {limit}; 0 = all)")
     model, tok, ck = load_run(out_dir, ckpt)
     problems = read_problems(data)[:limit or None]
     if not problems:
@@ -378,7 +395,7 @@ def bench_perplexity(text_file='', run=None):
     if text_file:
         if not os.path.isfile(text_file):
             raise ConfigError(f"--data='{text_file}' not found: a text file to measure perplexity on")
-        windows([doc_start(tok)] + tok.encode(open(text_file, encoding='utf-8').read(), special=False))
+        windows([doc_start(tok)] + tok.encode(read_text(text_file), special=False))
         where, counted = text_file, 'every token (consecutive windows of block_size)'
     else:
         where = data_dir or ck.get('config', {}).get('data_dir', '')

@@ -88,7 +88,7 @@ EXTENSIONS = ('.txt', '.json', '.jsonl', '.parquet')
 
 
 def fail(msg):
-    print(f"prepare.py: error: {msg}", file=sys.stderr)
+    print(f"prepare.py: error: {msg}".replace('\n', '\\n'), file=sys.stderr)  # one line, also for values with newlines
     sys.exit(1)
 
 
@@ -113,34 +113,37 @@ def field(rec, where):
 
 def read_local(path):
     """Yield the documents (strings) of a local file."""
-    if path.endswith('.txt'):
-        try:
+    try:
+        if path.endswith('.txt'):
             yield open(path, encoding='utf-8').read()
-        except UnicodeDecodeError as e:
-            raise DataError(f"{path} is not UTF-8 text ({e}); convert it, e.g. iconv -t utf-8") from None
-    elif path.endswith('.jsonl'):
-        with open(path, encoding='utf-8') as f:
-            for n, line in enumerate(f, 1):
-                if line.strip():
-                    try:
-                        rec = json.loads(line)
-                    except json.JSONDecodeError as e:
-                        raise DataError(f"{path}:{n}: malformed JSON ({e})") from None
-                    yield field(rec, f"{path}:{n}")
-    elif path.endswith('.json'):
-        try:
-            recs = json.load(open(path, encoding='utf-8'))
-        except json.JSONDecodeError as e:
-            raise DataError(f"{path}: malformed JSON ({e})") from None
-        for n, rec in enumerate(recs if isinstance(recs, list) else [recs]):
-            yield field(rec, f"{path} record {n}")
-    else:
-        import pyarrow.parquet as pq
-        table = pq.read_table(path)
-        if text_field not in table.column_names:
-            raise DataError(f"{path}: no '{text_field}' column (has {table.column_names}); set --text_field")
-        for text in table.column(text_field).to_pylist():
-            yield str(text)
+        elif path.endswith('.jsonl'):
+            with open(path, encoding='utf-8') as f:
+                for n, line in enumerate(f, 1):
+                    if line.strip():
+                        try:
+                            rec = json.loads(line)
+                        except json.JSONDecodeError as e:
+                            raise DataError(f"{path}:{n}: malformed JSON ({e})") from None
+                        yield field(rec, f"{path}:{n}")
+        elif path.endswith('.json'):
+            try:
+                recs = json.load(open(path, encoding='utf-8'))
+            except json.JSONDecodeError as e:
+                raise DataError(f"{path}: malformed JSON ({e})") from None
+            for n, rec in enumerate(recs if isinstance(recs, list) else [recs]):
+                yield field(rec, f"{path} record {n}")
+        else:
+            import pyarrow.parquet as pq
+            try:
+                table = pq.read_table(path)
+            except Exception as e:  # pyarrow's ArrowInvalid, OSError, ...
+                raise DataError(f"{path} is not a readable parquet file ({str(e).splitlines()[0]})") from None
+            if text_field not in table.column_names:
+                raise DataError(f"{path}: no '{text_field}' column (has {table.column_names}); set --text_field")
+            for text in table.column(text_field).to_pylist():
+                yield str(text)
+    except UnicodeDecodeError as e:
+        raise DataError(f"{path} is not UTF-8 text ({e}); convert it, e.g. iconv -t utf-8") from None
 
 
 def read_hub(name, hf_split):
@@ -180,6 +183,8 @@ def documents(which):
         docs = (d for f in files for d in read_local(f))
         if len(files) == 1 and files[0].endswith('.txt'):  # one document: split the text itself, as nanoGPT
             text = next(docs)
+            if not text:
+                raise DataError(f"{files[0]} is empty: there is no text to prepare")
             n = int(len(text) * (1 - val_fraction))
             yield from [('train', text[:n])] + ([('val', text[n:])] if which == 'all' and val_fraction > 0 else [])
             return
@@ -239,12 +244,15 @@ def chat_records():
     n = 0
     for f in files:
         test_file = os.path.basename(f).startswith('test')  # GSM8K's test.jsonl is the held-out set
-        for w, rec in read_records(f):
-            if not test_file and max_examples and n >= max_examples:
-                break
-            sp = 'test' if test_file else train_or_val(n)
-            n += 0 if test_file else 1
-            yield sp, w, rec
+        try:
+            for w, rec in read_records(f):
+                if not test_file and max_examples and n >= max_examples:
+                    break
+                sp = 'test' if test_file else train_or_val(n)
+                n += 0 if test_file else 1
+                yield sp, w, rec
+        except UnicodeDecodeError as e:
+            raise DataError(f"{f} is not UTF-8 text ({e}); convert it, e.g. iconv -t utf-8") from None
 
 
 def messages(rec):
@@ -330,7 +338,7 @@ def write_chat(tok, args, meta_path):
 
 
 def main():
-    global data_dir, text_field, val_split, format, tokenizer
+    global data_dir, text_field, val_split, format, tokenizer, _created
     format = 'chat' if dataset in CHAT_RECIPES else format
     tokenizer = tokenizer or DEFAULT_TOKENIZER.get(dataset, 'gpt2')
     if format not in ('text', 'chat'):
@@ -342,10 +350,29 @@ def main():
         raise ConfigError(f"val_fraction must be in [0, 1), got {val_fraction}")
     if not 0 < shard_size < 2 ** 31:
         raise ConfigError(f"shard_size must be in [1, 2^31) tokens, got {shard_size}")
-    if tokenizer.startswith('sp:') and not tokenizer[3:].isdigit():
+    if tokenizer.startswith('sp:') and not (tokenizer[3:].isdigit() and int(tokenizer[3:]) > 0):
         raise ConfigError(f"tokenizer '{tokenizer}': sp:N needs a number of pieces, e.g. sp:4096")
-    if not tokenizer.startswith('sp:'):
-        get_tokenizer(tokenizer)  # a bad spec or a missing file fails here, before anything is written
+    for k in ('num_proc', 'max_examples', 'synth_train', 'synth_val', 'synth_test'):
+        if globals()[k] < 0:
+            raise ConfigError(f"{k} must be 0 or more, got {globals()[k]}")
+    if not 0 <= synth_min_steps <= synth_max_steps:
+        raise ConfigError(f"need 0 <= synth_min_steps <= synth_max_steps, got {synth_min_steps} and {synth_max_steps}")
+    if not tokenizer.startswith('sp:'):  # a bad spec or a missing file fails here, before anything is written
+        try:
+            get_tokenizer(tokenizer)
+        except (FileNotFoundError, ValueError):
+            raise
+        except Exception as e:  # a file that is no tokenizer: SentencePiece's RuntimeError, tokenizers' Exception
+            raise ConfigError(f"cannot load tokenizer '{tokenizer}' ({type(e).__name__}: "
+                              f"{(str(e).strip().splitlines() or [''])[0][:200]})") from None
+    where = source or ('' if dataset in RECIPES else dataset)  # a local source is checked before anything is written
+    if where and not os.path.exists(where) and (source or format == 'chat' or where.endswith(EXTENSIONS)
+                                                 or where.startswith(('.', '/'))):
+        raise DataError(f"{'--source' if source else '--dataset'} '{where}' not found: "
+                        + (f"chat data is a recipe ({', '.join(CHAT_RECIPES)}) or local files" if format == 'chat'
+                           else f"a local {'/'.join(EXTENSIONS)} file or a folder of them"))
+    if where and os.path.exists(where) and format == 'text':
+        local_files(where)  # a folder without data files, a file of another kind
     tag = tokenizer.replace(':', '').replace('/', '_') if not tokenizer.endswith('.model') \
         else os.path.splitext(os.path.basename(tokenizer))[0]
     data_dir = data_dir or os.path.join('data', f"{os.path.basename(dataset.rstrip('/')).split('.')[0]}_{tag}")
@@ -354,9 +381,18 @@ def main():
                                    'keep_calc', 'max_examples', 'no_reasoning', 'skip_bad', 'synth_train', 'synth_val',
                                    'synth_test', 'synth_seed',
                                    'synth_min_steps', 'synth_max_steps', 'synth_scratch')}
+    if os.path.exists(data_dir) and not os.path.isdir(data_dir):
+        raise ConfigError(f"data_dir '{data_dir}' is a file, not a folder: choose another --data_dir")
     meta_path = os.path.join(data_dir, 'meta.json')
     if os.path.exists(meta_path):
-        meta = json.load(open(meta_path))
+        try:
+            meta = json.load(open(meta_path, encoding='utf-8'))
+            why = '' if isinstance(meta, dict) else 'not a JSON object'
+        except ValueError as e:  # malformed JSON, not UTF-8
+            why = str(e)
+        if why:
+            raise DataError(f"{meta_path} is corrupt ({why}): delete the folder '{data_dir}' or choose another "
+                            f"--data_dir")
         if meta.get('tokenizer') != tokenizer:
             fail(f"'{data_dir}' already holds data tokenized with '{meta.get('tokenizer')}', not '{tokenizer}': "
                  f"choose another --data_dir or delete that folder")
@@ -373,6 +409,10 @@ def main():
             except (DataError, FileNotFoundError) as e:
                 print(f"re-preparing: {e}")
         os.remove(meta_path)  # from here until the new meta.json, the folder is not a finished dataset
+    _created = data_dir  # the outermost folder that makedirs creates: removed again if this run fails
+    while os.path.dirname(_created) and not os.path.exists(os.path.dirname(_created)):
+        _created = os.path.dirname(_created)
+    _created = '' if os.path.exists(data_dir) else _created
     os.makedirs(data_dir, exist_ok=True)
     for f in glob.glob(os.path.join(data_dir, '*_[0-9][0-9][0-9].*')):
         os.remove(f)
@@ -451,10 +491,11 @@ def main():
 
 
 if __name__ == '__main__':
+    _created = ''
     try:
         config = configure(globals())
         main()
-    except (ConfigError, DataError, FileNotFoundError) as e:
-        fail(str(e))
-    except ValueError as e:  # from the tokenizer: an unknown spec, an sp:N too small for the data
+    except (ConfigError, DataError, OSError, ValueError) as e:  # ValueError: from the tokenizer (an unknown spec,
+        if _created:                                             # an sp:N too small for the data)
+            shutil.rmtree(_created, ignore_errors=True)
         fail(str(e))

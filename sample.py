@@ -40,7 +40,7 @@ system_prompt = chat.SYSTEM_PROMPT
 
 
 def fail(msg):
-    print(f"sample.py: error: {msg}", file=sys.stderr)
+    print(f"sample.py: error: {msg}".replace('\n', '\\n'), file=sys.stderr)  # one line, also for values with newlines
     sys.exit(1)
 
 
@@ -49,14 +49,18 @@ try:
     device = pick_device(device)
     if mode not in ('generate', 'reasoning', 'chat'):
         raise ConfigError(f"mode must be generate, reasoning or chat, not '{mode}'")
-    if temperature < 0 or not 0 < top_p <= 1 or top_k < 0 or num_samples < 0 or max_new_tokens < 0:
+    if temperature < 0 or not 0 < top_p <= 1 or top_k < 0 or num_samples < 1 or max_new_tokens < 1:
         raise ConfigError(f"need temperature >= 0 (got {temperature}), 0 < top_p <= 1 (got {top_p}), top_k >= 0 "
-                          f"(got {top_k}), and num_samples, max_new_tokens >= 0")
+                          f"(got {top_k}), num_samples >= 1 (got {num_samples}) and max_new_tokens >= 1 (got "
+                          f"{max_new_tokens})")
     if start.startswith('FILE:'):
         if not os.path.isfile(start[5:]):
             raise ConfigError(f"prompt file '{start[5:]}' not found (--start=FILE:path)")
-        with open(start[5:], encoding='utf-8') as f:
-            start = f.read()
+        try:
+            with open(start[5:], encoding='utf-8') as f:
+                start = f.read()
+        except UnicodeDecodeError as e:
+            raise ConfigError(f"prompt file '{start[5:]}' is not UTF-8 text ({e}); convert it, e.g. iconv -t utf-8")
 except ConfigError as e:
     fail(str(e))
 name = ckpt or ('best.pt' if os.path.isfile(os.path.join(out_dir, 'best.pt')) else 'ckpt.pt')
@@ -74,19 +78,29 @@ else:
     path = os.path.join(out_dir, name)
     if not os.path.isfile(path):
         fail(f"no checkpoint {path}: train first (python train.py ...) or set --out_dir")
-    checkpoint = torch.load(path, map_location='cpu', weights_only=False)
+    try:
+        checkpoint = torch.load(path, map_location='cpu', weights_only=False)
+    except Exception as e:  # a truncated zip, a text file, a foreign pickle: whatever torch.load cannot read
+        fail(f"cannot read {path} ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}): it is damaged "
+             f"or not a train.py checkpoint")
+    if not isinstance(checkpoint, dict) or not {'model', 'model_args', 'tokenizer'} <= checkpoint.keys():
+        fail(f"{path} is not a train.py checkpoint (no model, model_args and tokenizer)")
     if checkpoint.get('model_type') not in ('llama', 'rwkv7'):
         fail(f"{path} holds a '{checkpoint.get('model_type')}' model, which this sample.py cannot run")
+    if 'lora' in checkpoint:
+        fail(f"{path} holds only the LoRA adapters of a run: sample from its merged best.pt (--ckpt=best.pt)")
     if checkpoint['model_type'] == 'llama':
-        from model_llama import Llama, LlamaConfig
-        model = Llama(LlamaConfig(**checkpoint['model_args']))
+        from model_llama import Llama as Model, LlamaConfig as Config
     else:  # RWKV-7 generates with its recurrent state: constant time and memory per token
-        from model_rwkv7 import RWKV7, RWKV7Config
-        model = RWKV7(RWKV7Config(**checkpoint['model_args']))
-    model.load_state_dict(checkpoint['model'])
-    tok = tokenizer_from_state(checkpoint['tokenizer'])
+        from model_rwkv7 import RWKV7 as Model, RWKV7Config as Config
+    try:
+        model = Model(Config(**checkpoint['model_args']))
+        model.load_state_dict(checkpoint['model'])
+        tok = tokenizer_from_state(checkpoint['tokenizer'])
+    except (TypeError, ValueError, RuntimeError, KeyError) as e:  # RuntimeError: missing or misshapen weights
+        fail(f"{path} does not load into its model ({type(e).__name__}: {' '.join(str(e).split())[:300]})")
 model.eval().to(device)
-print(f"loaded {path} (iteration {checkpoint['iter_num']}, {model.get_num_params() / 1e6:.2f}M parameters)",
+print(f"loaded {path} (iteration {checkpoint.get('iter_num', '?')}, {model.get_num_params() / 1e6:.2f}M parameters)",
       file=sys.stderr)
 
 gen = torch.Generator(device=device).manual_seed(seed)

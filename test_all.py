@@ -12,15 +12,13 @@ import re
 import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
 import torch
 
-import configurator
 from model_llama import Llama, LlamaConfig, sample_next
-from shards import DataError, load_split, read_shard, write_shard
+from shards import load_split
 from tokenizer import EOT, SPECIAL_TOKENS, get_tokenizer, tokenizer_from_state, train_sentencepiece
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
@@ -34,46 +32,6 @@ def run(script, *args, cwd, check=True, timeout=300):
     if check and p.returncode != 0:
         raise AssertionError(f"{script} {args} failed ({p.returncode}):\n{p.stdout[-3000:]}\n{p.stderr[-3000:]}")
     return p
-
-
-# ---------------------------------------------------------------------------- configurator
-def make_globals():
-    return {'learning_rate': 6e-4, 'batch_size': 12, 'compile': False, 'out_dir': 'out', 'wandb_run_name': None}
-
-
-def test_config_overrides_and_types():
-    g = make_globals()
-    cfg = configurator.configure(g, ['--learning_rate=1', '--batch_size=32', '--compile=True', '--out_dir=x/y',
-                                     '--wandb_run_name=run1'], verbose=False)
-    assert g['learning_rate'] == 1.0 and isinstance(g['learning_rate'], float)
-    assert g['batch_size'] == 32 and g['compile'] is True and g['out_dir'] == 'x/y' and g['wandb_run_name'] == 'run1'
-    assert cfg == {k: g[k] for k in make_globals()}
-    configurator.configure(g, ['--compile=false'], verbose=False)
-    assert g['compile'] is False
-
-
-def test_config_errors():
-    with pytest.raises(configurator.ConfigError, match="unknown config key 'learning_rte'.*learning_rate"):
-        configurator.configure(make_globals(), ['--learning_rte=1e-3'], verbose=False)
-    with pytest.raises(configurator.ConfigError, match="'batch_size' expects int.*got float"):
-        configurator.configure(make_globals(), ['--batch_size=1.5'], verbose=False)
-    with pytest.raises(configurator.ConfigError, match="'compile' expects bool"):
-        configurator.configure(make_globals(), ['--compile=1'], verbose=False)
-    with pytest.raises(configurator.ConfigError, match="--key=value"):
-        configurator.configure(make_globals(), ['--batch_size'], verbose=False)
-    with pytest.raises(configurator.ConfigError, match="not found"):
-        configurator.configure(make_globals(), ['config/does_not_exist.py'], verbose=False)
-
-
-def test_config_file(tmp_path):
-    good, bad = tmp_path / 'good.py', tmp_path / 'bad.py'
-    good.write_text("import math\nlearning_rate = 3e-4\nbatch_size = 2 ** 3\n")
-    bad.write_text("batch_sise = 8\n")
-    g = make_globals()
-    configurator.configure(g, [str(good), '--batch_size=4'], verbose=False)
-    assert g['learning_rate'] == 3e-4 and g['batch_size'] == 4  # later arguments win
-    with pytest.raises(configurator.ConfigError, match="'batch_sise'.*batch_size"):
-        configurator.configure(make_globals(), [str(bad)], verbose=False)
 
 
 # ---------------------------------------------------------------------------- tokenizers
@@ -123,37 +81,6 @@ def test_tokenizer_ids():
 
 
 # ---------------------------------------------------------------------------- shards and prepare.py
-def test_shard_round_trip_and_errors(tmp_path):
-    p = str(tmp_path / 'train_000.bin')
-    toks = np.random.default_rng(0).integers(0, 50000, 1000)
-    write_shard(p, toks, 50304)
-    assert read_shard(p).dtype == np.uint16 and np.array_equal(read_shard(p), toks)
-    big = np.array([0, 151935, 70000])
-    write_shard(p, big, 151936)  # Qwen-sized vocabulary -> uint32, version 2
-    assert read_shard(p).dtype == np.uint32 and np.array_equal(read_shard(p), big)
-    with pytest.raises(DataError, match='token ids must be in'):
-        write_shard(p, [5, 300], 262)
-    write_shard(p, toks, 50304)
-    raw = open(p, 'rb').read()
-    open(p, 'wb').write(raw[:-10])
-    with pytest.raises(DataError, match='truncated'):
-        read_shard(p)
-    open(p, 'wb').write(raw[:100])
-    with pytest.raises(DataError, match='truncated'):
-        read_shard(p)
-    open(p, 'wb').write(b'\x00' * 4 + raw[4:])
-    with pytest.raises(DataError, match='not a token shard'):
-        read_shard(p)
-    open(p, 'wb').write(raw[:4] + (9).to_bytes(4, 'little') + raw[8:])
-    with pytest.raises(DataError, match='unknown version'):
-        read_shard(p)
-    open(p, 'wb').write(raw)
-    with pytest.raises(DataError, match="token id .* >= the model's vocab_size 1000"):
-        load_split(str(tmp_path), 'train', vocab_size=1000)
-    with pytest.raises(DataError, match='no val_'):
-        load_split(str(tmp_path), 'val')
-
-
 def test_prepare_local_sources(tmp_path):
     (tmp_path / 'docs').mkdir()
     recs = [{'text': f"document {i}: " + 'abc ' * (i % 7)} for i in range(40)]
@@ -173,14 +100,9 @@ def test_prepare_local_sources(tmp_path):
     assert len(train) == meta['train_tokens']
     p = run('prepare.py', '--dataset=docs', '--tokenizer=byte', '--data_dir=d', cwd=tmp_path)
     assert 'nothing to do' in p.stdout
-    p = run('prepare.py', '--dataset=docs', '--tokenizer=sp:400', '--data_dir=d', cwd=tmp_path, check=False)
-    assert p.returncode == 1 and "already holds data tokenized with 'byte'" in p.stderr
-    p = run('prepare.py', '--dataset=docs', '--text_field=body', '--tokenizer=byte', '--data_dir=e', cwd=tmp_path,
-            check=False)
-    assert p.returncode == 1 and "no 'body' field" in p.stderr and 'Traceback' not in p.stderr
 
 
-def test_prepare_shards_recipe_source_and_bad_args(tmp_path):
+def test_prepare_shards_and_recipe_source(tmp_path):
     recs = [{'story': f"story {i} " + 'la ' * i} for i in range(30)]
     (tmp_path / 'stories.jsonl').write_text(''.join(json.dumps(r) + '\n' for r in recs))
     run('prepare.py', '--dataset=tinystories', '--source=stories.jsonl', '--text_field=story', '--tokenizer=byte',
@@ -193,13 +115,6 @@ def test_prepare_shards_recipe_source_and_bad_args(tmp_path):
         assert all(len(s) == 500 for s in shards[:-1])  # documents span shard boundaries, as in llm.c
         text = get_tokenizer('byte').decode(np.concatenate(shards).tolist())
         assert text.count(EOT) == n and sum(len(s) for s in shards) == meta[f'{sp}_tokens']
-    for bad, msg in (('--shard_size=0', 'shard_size must be'), ('--tokenizer=sp:abc', 'sp:N needs a number'),
-                     ('--tokenizer=gpt3', 'unknown tokenizer'), ('--tokenizer=missing.model', 'not found'),
-                     ('--val_fraction=1.5', 'val_fraction must be'), ('--dataset=nothing_here', 'is not a recipe')):
-        p = run('prepare.py', '--dataset=stories.jsonl', '--text_field=story', '--data_dir=bad', '--tokenizer=byte', bad,
-                cwd=tmp_path, check=False)
-        assert p.returncode == 1 and msg in p.stderr and 'Traceback' not in p.stderr, (bad, p.stderr)
-        assert not os.path.exists(tmp_path / 'bad' / 'meta.json')
 
 
 def test_special_tokens_stay_text_in_raw_corpora(sp_model):
@@ -370,17 +285,6 @@ def test_exact_resume(data_dir):
     loss, nbytes, bpb = float(m.group(2)), int(m.group(4).replace(',', '')), float(m.group(5))
     assert 0 < loss < 6 and abs(bpb - loss * int(m.group(1).replace(',', '')) / math.log(2) / nbytes) < 1e-3
     assert sorted(os.listdir(data_dir / 'full')) == before
-
-
-def test_train_errors(data_dir):
-    p = run('train.py', *TRAIN_ARGS, '--lerning_rate=1', cwd=data_dir, check=False)
-    assert p.returncode == 1 and 'learning_rate' in p.stderr and 'Traceback' not in p.stderr
-    p = run('train.py', '--data_dir=missing', cwd=data_dir, check=False)
-    assert p.returncode == 1 and 'run prepare.py first' in p.stderr
-    p = run('train.py', *TRAIN_ARGS, '--vocab_size=100', cwd=data_dir, check=False)
-    assert p.returncode == 1 and 'smaller than the tokenizer' in p.stderr
-    p = run('train.py', *TRAIN_ARGS, '--out_dir=none', '--init_from=resume', cwd=data_dir, check=False)
-    assert p.returncode == 1 and 'does not exist' in p.stderr
 
 
 def test_sigint_saves_and_resumes(data_dir):
@@ -610,13 +514,18 @@ def test_gsm_synth_scratch_columns_give_the_result():
         a, k = rng.randint(0, 999), rng.randint(2, 12)
         b = rng.randint(0, a)
         for x, op, y, want in ((a, '+', b, a + b), (b, '+', a, a + b), (a, '-', b, a - b), (a, '*', k, a * k),
-                               (a * k, '/', k, a)):
+                               (k, '*', a, a * k), (a * k, '/', k, a)):
             assert result(gsm_synth.columns(x, op, y), op) == want
     assert gsm_synth.columns(105, '-', 98) == '105-98: 15-8=7, 10-9-1=0, 1-0-1=0.'
+    assert gsm_synth.columns(8, '*', 38) == '38*8: 8*8=64, 3*8+6=30.'  # the factor <= 12 is the multiplier
     plain, scratch = gsm_synth.generate('val', 50, seed=1), gsm_synth.generate('val', 50, seed=1, scratch=True)
     assert [p['question'] for p in plain] == [p['question'] for p in scratch]
-    for p, q in zip(plain, scratch):  # the same solution lines, each preceded by its working
-        assert q['answer'].split('\n')[1::2] == p['answer'].split('\n')[:-1] and p['answer'][-8:] == q['answer'][-8:]
+    for p, q in zip(plain, scratch):  # the same solution lines, each after its working, each step after its sentence
+        lines = q['answer'].split('\n')
+        work = [i for i, line in enumerate(lines) if re.match(r'\d+[-+*/]\d+: ', line)]
+        assert [lines[i + 1] for i in work] + lines[-1:] == p['answer'].split('\n')
+        quoted = [line for i, line in enumerate(lines[:-1]) if i not in work and i - 1 not in work]
+        assert quoted == re.split(r'(?<=[.?]) ', p['question'])[1:-1] and len(quoted) == p['steps']
 
 
 def test_pack_examples_never_splits():

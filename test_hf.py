@@ -21,7 +21,7 @@ import torch
 import chat
 from lora import DEFAULT_TARGETS, LoRAError, apply_lora, lora_modules, save_peft
 from model_llama import Llama, LlamaConfig, config_from_hf, export_checkpoint, export_hf, rope_tables
-from tokenizer import EOT, SPECIAL_TOKENS, get_tokenizer, pretrained_tokenizer, tokenizer_from_state
+from tokenizer import EOT, get_tokenizer, pretrained_tokenizer, tokenizer_from_state
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
 STORIES = os.path.join(ROOT, '..', 'shared', 'data', 'llama2c', 'stories260K')
