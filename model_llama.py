@@ -8,8 +8,7 @@ arXiv:2104.09864, eq. 34; Hugging Face's "rotate half" layout), GQA (Ainslie et 
 SwiGLU (Shazeer 2020, arXiv:2002.05202). The layer structure and names follow Hugging Face's LlamaForCausalLM
 (q_proj/k_proj/v_proj/o_proj, gate_proj/up_proj/down_proj), so its weights map one to one.
 
-No import of other project files (but export_checkpoint, which reads train.py checkpoints and their tokenizer):
-copy this file out and it works.
+No import of other project files (but export_checkpoint's of tokenizer.py): copy this file out and it works.
 """
 
 import inspect
@@ -585,10 +584,8 @@ def export_hf(model, out_dir, tokenizer_files=None):
 
 
 def export_checkpoint(path, out_dir):
-    """A train.py checkpoint of a Llama (a LoRA run's merged best.pt too) -> export_hf, with its tokenizer files
-    (tokenizer.hf_files: an hf: tokenizer gets tokenizer.json, tokenizer_config.json and special_tokens_map.json, so
-    AutoTokenizer loads it). The one use of another project file here: train.py checkpoints hold tokenizer.py's
-    state. Raises ValueError for anything else (a LoRA run's ckpt.pt: export best.pt, or lora.py's PEFT export)."""
+    """A train.py checkpoint of a Llama (a LoRA run's merged best.pt too) -> export_hf, with the tokenizer files that
+    AutoTokenizer reads (tokenizer.hf_files). Raises ValueError for anything else (a LoRA run's ckpt.pt)."""
     from tokenizer import hf_files
     ck = torch.load(path, map_location='cpu', weights_only=False)
     if not isinstance(ck, dict) or ck.get('model_type') != 'llama' or 'lora' in ck:
