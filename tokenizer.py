@@ -223,13 +223,18 @@ def hf_files(state):
     so that transformers' AutoTokenizer reads it and encodes as we do. hf: its tokenizer.json with the special tokens
     we appended registered as added tokens at our ids, tokenizer_config.json (PreTrainedTokenizerFast; bos, eos =
     end of text, pad; chat.CHAT_TEMPLATE) and special_tokens_map.json; sp: its tokenizer.model (transformers' Llama
-    tokenizer reads it with Llama's settings, not necessarily ours); any other kind: none (no Hugging Face file)."""
+    tokenizer reads it with Llama's settings, not necessarily ours); any other kind: no tokenizer file. Every kind:
+    generation_config.json (eos = end of text and <|im_end|>, so that transformers' generate stops after a reply)."""
+    tok = tokenizer_from_state(state)
+    gen = {'eos_token_id': [tok.eot_id, tok.special['<|im_end|>']], 'pad_token_id': tok.special['<|pad|>'],
+           **({'bos_token_id': tok.bos_id} if tok.bos_id is not None else {})}
+    files = {'generation_config.json': json.dumps(gen, indent=2).encode()}
     if state['kind'] == 'sp':
-        return {'tokenizer.model': state['blob']}
+        return {**files, 'tokenizer.model': state['blob']}
     if state['kind'] != 'hf':
-        return {}
+        return files
     from chat import CHAT_TEMPLATE
-    tok, js = tokenizer_from_state(state), json.loads(state['blob'])
+    js = json.loads(state['blob'])
     ours = [{'id': i, 'content': t, 'single_word': False, 'lstrip': False, 'rstrip': False, 'normalized': False,
              'special': True} for t, i in tok.special.items() if tok.hf.id_to_token(i) is None]  # appended by us
     js['added_tokens'] += ours
@@ -237,7 +242,7 @@ def hf_files(state):
              **({'bos_token': tok.hf.id_to_token(tok.bos_id)} if tok.bos_id is not None else {})}
     config = {'tokenizer_class': 'PreTrainedTokenizerFast', 'add_bos_token': tok.bos_id is not None,
               'add_eos_token': False, 'clean_up_tokenization_spaces': False, 'chat_template': CHAT_TEMPLATE, **names}
-    return {'tokenizer.json': json.dumps(js, ensure_ascii=False).encode() if ours else state['blob'],
+    return {**files, 'tokenizer.json': json.dumps(js, ensure_ascii=False).encode() if ours else state['blob'],
             'tokenizer_config.json': json.dumps(config, indent=2).encode(),
             'special_tokens_map.json': json.dumps(names, indent=2).encode()}
 
