@@ -13,11 +13,14 @@ x (one factor <= 12) and exact / (divisor <= 12), numbers in the question up to 
 its solution line, the way it is done on paper (columns from the right for +, - and x, long division from the left):
 
     She finds 75 more eggs.
-    405+75: 5+5=10, 0+7+1=8, 4+0=4.
+    405+75: 5+5=10, 0+7=7+1=8, 4+0=4.
     Ivy has 405 + 75 = <<405+75=480>>480 eggs.
 
-More tokens, but each one is a copy or a one-digit fact a small model can learn, where finding the next sentence's
-number in the question and 405 + 75 = 480 in one go are not.
+More tokens, but each one is a copy or a one-operation fact a small model can learn, where finding the next sentence's
+number in the question and 405 + 75 = 480 in one go are not. Each `=` does one operation on two numbers in sight: the
+carry, the borrow and the multiplication's carry are chained on (`0+7=7+1=8`, `6-8=-2+10=8`, `4*9=36+4=40`), and long
+division writes the remainder as a subtraction (`29/6=4 r29-24=5`). Errors of a 1.2M-parameter Llama after 1800
+steps, per column step: a 3-operand fact in one go (`4*9+4=40`) 62%, chained (`4*9=36+4=40`) 13%.
 """
 
 import hashlib
@@ -34,6 +37,7 @@ ITEMS = ['apples', 'marbles', 'stickers', 'cookies', 'books', 'pencils', 'coins'
 FRIENDS = ['a friend', 'a neighbor', 'a classmate', 'the teacher', 'a cousin', 'a younger cousin']
 CONTAINERS = ['bags', 'boxes', 'packs', 'jars', 'baskets']
 OPS = '+-*/'
+VERSION = 3  # of the generated text: bump it on a change, so that prepare.py renders existing data again
 SPLITS = {'test': range(0, 5), 'val': range(5, 10), 'train': range(10, 100)}
 
 
@@ -45,13 +49,13 @@ def split_of(question):
 
 def columns(a, op, b):
     """The paper-and-pencil working of `a op b` (non-negative ints; for / b <= 12, for x one factor <= 12) as one
-    line of text. For x, b is the multiplier unless it is over 12: `8*38` is worked as `38*8: 8*8=64, 3*8+6=30.`"""
+    line of text. For x, b is the multiplier unless it is over 12: `8*38` is worked as `38*8: 8*8=64, 3*8=24+6=30.`"""
     if op == '/':  # long division from the left: (remainder, next digit) / b = quotient digit, remainder
         steps, r = [], 0
         for d in str(a):
             cur = r * 10 + int(d)
             q, r = divmod(cur, b)
-            steps.append(f"{cur}/{b}={q}" + (f" r{r}" if r else ''))
+            steps.append(f"{cur}/{b}={q}" + (f" r{cur}-{q * b}={r}" if q else f" r{r}" if r else ''))
         return f"{a}/{b}: {', '.join(steps)}."
     da, steps, carry = str(a)[::-1], [], 0
     if op == '*':  # columns from the right, each digit of the larger factor times the smaller (<= 12) plus the carry
@@ -59,21 +63,22 @@ def columns(a, op, b):
             a, b = b, a
             da = str(a)[::-1]
         for d in da:
-            v = int(d) * b + carry
-            steps.append(f"{d}*{b}" + (f"+{carry}" if carry else '') + f"={v}")
+            p = int(d) * b
+            v = p + carry
+            steps.append(f"{d}*{b}={p}" + (f"+{carry}={v}" if carry else ''))
             carry = v // 10
         return f"{a}*{b}: {', '.join(steps)}."
     db = str(b)[::-1]
     for i in range(max(len(da), len(db))):  # + and - column by column from the right, with the carry or the borrow
         d, e = da[i] if i < len(da) else '0', db[i] if i < len(db) else '0'
         if op == '+':
-            v = int(d) + int(e) + carry
-            steps.append(f"{d}+{e}" + ('+1' if carry else '') + f"={v}")
-            carry = v // 10
+            v = int(d) + int(e)
+            steps.append(f"{d}+{e}={v}" + (f"+1={v + 1}" if carry else ''))
+            carry = (v + carry) // 10
         else:
-            v = int(d) - int(e) - carry
-            steps.append(('1' if v < 0 else '') + f"{d}-{e}" + ('-1' if carry else '') + f"={v % 10}")
-            carry = int(v < 0)
+            v = int(d) - int(e)
+            steps.append(f"{d}-{e}={v}" + (f"-1={v - 1}" if carry else '') + (f"+10={v - carry + 10}" if v - carry < 0 else ''))
+            carry = int(v - carry < 0)
     return f"{a}{op}{b}: {', '.join(steps)}."
 
 

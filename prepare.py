@@ -381,6 +381,8 @@ def main():
                                    'keep_calc', 'max_examples', 'no_reasoning', 'skip_bad', 'synth_train', 'synth_val',
                                    'synth_test', 'synth_seed',
                                    'synth_min_steps', 'synth_max_steps', 'synth_scratch')}
+    if dataset == 'gsm_synth':  # data from an older generator is prepared again
+        args['synth_version'] = gsm_synth.VERSION
     if os.path.exists(data_dir) and not os.path.isdir(data_dir):
         raise ConfigError(f"data_dir '{data_dir}' is a file, not a folder: choose another --data_dir")
     meta_path = os.path.join(data_dir, 'meta.json')

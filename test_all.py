@@ -504,10 +504,25 @@ def test_gsm_synth_determinism_splits_and_arithmetic():
 
 
 def test_gsm_synth_scratch_columns_give_the_result():
-    """The digit-by-digit working holds the result: for + - x the last column's value followed by the other columns'
-    last digits right to left (leading zeros dropped), for / the quotient digits left to right."""
+    """The digit-by-digit working is true arithmetic, one operation per `=` (`4*9=36+4=40`, `6-8=-2+10=8`,
+    `29/6=4 r29-24=5`: 4 * 6 = 24 taken away), and holds the result: for + - x the last column's value followed by the
+    other columns' last digits right to left (leading zeros dropped), for / the quotient digits left to right."""
+    def check(step, op):
+        if op == '/':  # `29/6=4 r29-24=5`: the digit, then the remainder as cur - digit * k; `2/6=0 r2` for a 0
+            cur, k, q, c2, p, r, r0 = re.fullmatch(r'(\d+)/(\d+)=(\d+)(?: r(\d+)-(\d+)=(\d+)| r(\d+))?', step).groups()
+            if q == '0':
+                assert p is None and int(r0 or 0) == int(cur) < int(k)
+            else:
+                assert c2 == cur and int(p) == int(q) * int(k) and int(r) == int(cur) - int(p) < int(k)
+            return q
+        parts = step.split('=')
+        for left, right in zip(parts, parts[1:]):  # each link: one operation on the previous value
+            assert re.fullmatch(r'-?\d+[-+*]\d+', left) and eval(left) == int(re.match(r'-?\d+', right).group())
+        assert 0 <= int(parts[-1]) < (10 if op == '-' else 10 ** 3)
+        return parts[-1]
+
     def result(line, op):
-        vals = [re.search(r'=(\d+)', st).group(1) for st in line.split(': ', 1)[1].rstrip('.').split(', ')]
+        vals = [check(st, op) for st in line.split(': ', 1)[1].rstrip('.').split(', ')]
         return int(''.join(vals) if op == '/' else vals[-1] + ''.join(v[-1] for v in vals[-2::-1]))
     rng = random.Random(0)
     for _ in range(3000):
@@ -516,8 +531,10 @@ def test_gsm_synth_scratch_columns_give_the_result():
         for x, op, y, want in ((a, '+', b, a + b), (b, '+', a, a + b), (a, '-', b, a - b), (a, '*', k, a * k),
                                (k, '*', a, a * k), (a * k, '/', k, a)):
             assert result(gsm_synth.columns(x, op, y), op) == want
-    assert gsm_synth.columns(105, '-', 98) == '105-98: 15-8=7, 10-9-1=0, 1-0-1=0.'
-    assert gsm_synth.columns(8, '*', 38) == '38*8: 8*8=64, 3*8+6=30.'  # the factor <= 12 is the multiplier
+    assert gsm_synth.columns(105, '-', 98) == '105-98: 5-8=-3+10=7, 0-9=-9-1=-10+10=0, 1-0=1-1=0.'
+    assert gsm_synth.columns(405, '+', 75) == '405+75: 5+5=10, 0+7=7+1=8, 4+0=4.'
+    assert gsm_synth.columns(8, '*', 38) == '38*8: 8*8=64, 3*8=24+6=30.'  # the factor <= 12 is the multiplier
+    assert gsm_synth.columns(294, '/', 6) == '294/6: 2/6=0 r2, 29/6=4 r29-24=5, 54/6=9 r54-54=0.'
     plain, scratch = gsm_synth.generate('val', 50, seed=1), gsm_synth.generate('val', 50, seed=1, scratch=True)
     assert [p['question'] for p in plain] == [p['question'] for p in scratch]
     for p, q in zip(plain, scratch):  # the same solution lines, each after its working, each step after its sentence
@@ -535,11 +552,15 @@ def test_pack_examples_never_splits():
     tokens = [np.concatenate([np.full(n, k + 1) for k, n in enumerate(lengths)])]
     masks = [np.ones_like(tokens[0])]
     ex = np.column_stack([np.zeros(6, dtype=int), starts, lengths])
-    ids, learn, cut = pack_examples(tokens, masks, ex, [0, 2, 4, 5], 10, 0)
+    ids, learn, cut = pack_examples(tokens, masks, ex, [0, 2, 4, 5], 10, 0, lookahead=2)
     assert ids[0].tolist() == [1] * 5 + [2] * 3 + [0] * 2          # 5 + 3 fit, the 9 would not: padded
     assert ids[1].tolist() == [3] * 9 + [0]
     assert ids[2].tolist() == [5] * 10 and cut == 1                  # longer than a row: truncated, counted
     assert ids[3].tolist() == [6] * 2 + [1] * 5 + [2] * 3           # wraps around to example 0
+    assert (learn == (ids != 0)).all()
+    ids, learn, cut = pack_examples(tokens, masks, ex, [1, 3], 10, 0, lookahead=2)  # first fit
+    assert ids[0].tolist() == [2] * 3 + [4] * 4 + [0] * 3          # 3, the 9 skipped, the 4 taken
+    assert ids[1].tolist() == [4] * 4 + [6] * 2 + [0] * 4 and cut == 0  # the 12 skipped, the 2 taken; window ends
     assert (learn == (ids != 0)).all()
 
 
