@@ -504,9 +504,8 @@ def test_gsm_synth_determinism_splits_and_arithmetic():
 
 
 def test_gsm_synth_scratch_columns_give_the_result():
-    """The digit-by-digit working is true arithmetic, one operation per `=` (`4*9=36+4=40`, `6-8=-2+10=8`,
-    `29/6=4 r29-24=5`: 4 * 6 = 24 taken away), and holds the result: for + - x the last column's value followed by the
-    other columns' last digits right to left (leading zeros dropped), for / the quotient digits left to right."""
+    """The working is true arithmetic, one operation per `=` (`4*9=36+4=40`, `6-8=-2+10=8`, `29/6=4 r29-24=5`), and holds
+    the result: + - x the last column's value, then the others' last digits right to left; / the quotient digits."""
     def check(step, op):
         if op == '/':  # `29/6=4 r29-24=5`: the digit, then the remainder as cur - digit * k; `2/6=0 r2` for a 0
             cur, k, q, c2, p, r, r0 = re.fullmatch(r'(\d+)/(\d+)=(\d+)(?: r(\d+)-(\d+)=(\d+)| r(\d+))?', step).groups()
