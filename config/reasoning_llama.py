@@ -18,7 +18,7 @@ n_embd = 128
 dropout = 0.0
 
 learning_rate = 3e-3
-max_iters = 2000          # ~440 ms/iter on 2 quiet cores: ~15 min
+max_iters = 2000          # 430-540 ms/iter on 2 cores: 930 s in a timed run of the main command
 lr_decay_iters = 2000
 min_lr = 3e-4
 warmup_iters = 100
