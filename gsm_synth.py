@@ -77,7 +77,8 @@ def columns(a, op, b):
             carry = (v + carry) // 10
         else:
             v = int(d) - int(e)
-            steps.append(f"{d}-{e}={v}" + (f"-1={v - 1}" if carry else '') + (f"+10={v - carry + 10}" if v - carry < 0 else ''))
+            steps.append(f"{d}-{e}={v}" + (f"-1={v - 1}" if carry else '')
+                         + (f"+10={v - carry + 10}" if v - carry < 0 else ''))
             carry = int(v - carry < 0)
     return f"{a}{op}{b}: {', '.join(steps)}."
 

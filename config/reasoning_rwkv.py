@@ -2,7 +2,7 @@
 # counterpart of reasoning_llama.py, with O(1)-per-token generation.
 # python prepare.py && python train.py config/reasoning_rwkv.py
 # python bench.py --task=gsm_synth --out_dir=out-reasoning-rwkv --max_new_tokens=480
-# Measured: 86.2% of 500 held-out problems after 1000 iterations (the Llama quickstart: 63% after 1800).
+# Measured: 86.2% of 500 held-out problems after 1000 iterations (the Llama quickstart: 82.6% after 2000).
 out_dir = 'out-reasoning-rwkv'
 data_dir = 'data/gsm_synth_sp512'
 model_type = 'rwkv7'
