@@ -245,7 +245,7 @@ def complete(model, tok, prompts, stop_ids, stop_strs=(), temp=0.0, gen=None):
 def fit(model, ids):
     """The last tokens of ids that leave max_new_tokens of room in a Llama's context (RWKV-7 has no limit): few-shot
     prompts are truncated on the left as lm-eval does; a chat prompt keeps at least half the context (a long reply
-    then runs past block_size with a cropped context, as in sample.py), so the question is never cut for room."""
+    then runs past block_size, see Llama.generate_stream), so the question is never cut for room."""
     if not hasattr(model, 'layers'):
         return ids
     L = model.config.block_size

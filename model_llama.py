@@ -321,31 +321,33 @@ class Llama(nn.Module):
     @torch.no_grad()
     def generate_stream(self, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None, stop_tokens=None,
                         generator=None, vocab_limit=None, attention_mask=None):
-        """Yield the next tokens, a (B,) int64 tensor per step, for prompts idx (B, T). Prefills a KV cache once,
-        then runs one token per step. Stops after max_new_tokens, or once every row has produced a stop token
-        (rows that stopped keep yielding that stop token). Past block_size the context is cropped to the last
-        block_size tokens and re-encoded each step, as nanoGPT does. vocab_limit: never sample ids >= it (the
-        tokenizer's vocabulary, when the model's is padded). attention_mask: (B, T) 0/1, 0 on the left padding of
-        prompts of different lengths batched together; each row then generates what it would alone."""
+        """Yield the next tokens, a (B,) int64 tensor per step, for prompts idx (B, T): a KV cache prefilled once,
+        then one token per step, until max_new_tokens or every row has produced a stop token (a stopped row repeats
+        it). A row whose context outgrows block_size keeps its last 3/4 block_size tokens, encoded again once
+        (llama.cpp's context shift; nanoGPT crops and re-encodes at every token). vocab_limit: never sample ids >= it
+        (a padded vocabulary). attention_mask: (B, T) 0/1, 0 on the left padding of prompts of different lengths
+        batched together; each row then generates what it would alone."""
         was_training = self.training
         self.eval()
         stop = torch.tensor(sorted(stop_tokens or []), dtype=torch.long, device=idx.device)
         done = torch.zeros(idx.size(0), dtype=torch.bool, device=idx.device)
         dtype, L = self.embed_tokens.weight.dtype, self.config.block_size
-        keep = None if attention_mask is None or attention_mask.all() else attention_mask.bool()[:, -L:]
+        mask = torch.ones_like(idx) if attention_mask is None else attention_mask.long()
+        first = idx.size(1) - mask.sum(dim=1)  # (B,): each row's first token (after its left padding)
         try:
             self._reset_cache(idx.size(0), idx.device, dtype, min(L, idx.size(1) + max_new_tokens))  # not a 128k cache
-            seq, pos, new = idx[:, -L:], 0, None
+            seq, pos, new = idx, None, None
             for _ in range(max_new_tokens):
-                if new is None:                              # prefill the whole (cropped) context
-                    logits, _ = self(seq, pos=0, last_only=True, attention_mask=keep)
-                    pos = seq.size(1)
-                elif pos < L:                                # one token through the cache
+                over = seq.size(1) - first > L
+                if pos is None or over.any():                # (re)fill the cache, each row from its first token
+                    first = torch.where(over, seq.size(1) - (L - L // 4), first)
+                    pos = int((seq.size(1) - first).max())
+                    keep = torch.arange(seq.size(1) - pos, seq.size(1), device=idx.device) >= first[:, None]
+                    keep = None if keep.all() else keep
+                    logits, _ = self(seq[:, -pos:], pos=0, last_only=True, attention_mask=keep)
+                else:                                        # one token through the cache
                     logits, _ = self(new[:, None], pos=pos, last_only=True, attention_mask=keep)
                     pos += 1
-                else:                                        # cache full: crop and re-encode
-                    seq, keep = seq[:, -L:], None if keep is None else keep[:, -L:]
-                    logits, _ = self(seq, pos=0, last_only=True, attention_mask=keep)
                 logits = logits[:, -1, :vocab_limit]
                 nxt = sample_next(logits, temperature, top_k, top_p, generator)
                 if len(stop):

@@ -129,7 +129,7 @@ def complete(ids, shown_text=''):
 
 def fit(ids):
     """The last tokens of ids that leave room for max_new_tokens in a Llama's context, but never less than half of it
-    (a long reply runs past block_size with a cropped context, as nanoGPT does). RWKV-7 has no limit."""
+    (a long reply runs past block_size, see Llama.generate_stream). RWKV-7 has no limit."""
     L = model.config.block_size
     return ids[-max(L - max_new_tokens, L // 2):] if checkpoint['model_type'] == 'llama' else ids
 
