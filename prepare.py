@@ -2,7 +2,7 @@
 Prepare a dataset for training: read text -> tokenize -> write uint16/uint32 token shards (llm.c format, see
 shards.py) and meta.json into data_dir.
 
-    python prepare.py                                                 # the default: gsm_synth (generated) with sp:512
+    python prepare.py                                                 # the default: gsm_synth (generated) with sp:1024
     python prepare.py --dataset=shakespeare --tokenizer=byte          # downloads Tiny Shakespeare
     python prepare.py --dataset=shakespeare --source=path/input.txt   # the same from a local copy
     python prepare.py --dataset=tinystories --tokenizer=sp:4096       # HF roneneldan/TinyStories, own SentencePiece
@@ -48,7 +48,7 @@ from tokenizer import SPECIAL_TOKENS, get_tokenizer, hf_tokenizer_file, tokenize
 dataset = 'gsm_synth'     # recipe name, Hugging Face dataset id, or a local file / folder
 source = ''               # local file/folder to use for a recipe instead of downloading it
 tokenizer = ''            # gpt2 | byte | sp:N | path/to/tokenizer.model | rwkv:<vocab.txt>; '' = the recipe's own
-                          # (gsm_synth: sp:512, shakespeare: byte), else gpt2
+                          # (gsm_synth: sp:1024, shakespeare: byte), else gpt2
 data_dir = ''             # output folder; '' = data/<dataset>_<tokenizer>
 text_field = 'text'       # field holding the text in json/jsonl/parquet/HF records
 split = 'train'           # split of a Hugging Face dataset to read
@@ -83,7 +83,7 @@ RECIPES = {  # name -> (where it comes from, text field, the source's val split)
     'gsm_synth': ('', 'question', ''),              # chat format, generated (gsm_synth.py), no download
 }
 CHAT_RECIPES = ('gsm8k', 'gsm_synth')
-DEFAULT_TOKENIZER = {'gsm_synth': 'sp:512', 'shakespeare': 'byte'}  # small vocabularies for small data; else gpt2
+DEFAULT_TOKENIZER = {'gsm_synth': 'sp:1024', 'shakespeare': 'byte'}  # small vocabularies for small data; else gpt2
 EXTENSIONS = ('.txt', '.json', '.jsonl', '.parquet')
 
 

@@ -4,7 +4,7 @@
 # python bench.py --task=gsm_synth --out_dir=out-reasoning-rwkv --max_new_tokens=480
 # Measured: 86.2% of 500 held-out problems after 1000 iterations (the Llama quickstart: 82.6% after 2000).
 out_dir = 'out-reasoning-rwkv'
-data_dir = 'data/gsm_synth_sp512'
+data_dir = 'data/gsm_synth_sp1024'
 model_type = 'rwkv7'
 eval_interval = 250
 eval_iters = 10

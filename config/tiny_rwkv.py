@@ -1,7 +1,7 @@
 # RWKV-7 "Goose", 12 layers x 512 wide, head size 64, on gsm_synth (the embedded reasoning set; loss on the replies only).
 # python prepare.py && python train.py config/tiny_rwkv.py
 out_dir = 'out-tiny-rwkv'
-data_dir = 'data/gsm_synth_sp512'
+data_dir = 'data/gsm_synth_sp1024'
 # or pretrain on text: --data_dir=data/tinystories_gpt2 (python prepare.py --dataset=tinystories --tokenizer=gpt2)
 model_type = 'rwkv7'
 n_layer = 12
