@@ -1,10 +1,10 @@
 # A small RWKV-7 trained from scratch on gsm_synth (generated GSM8K-style problems) on a laptop CPU: the RWKV
 # counterpart of reasoning_llama.py, with O(1)-per-token generation.
-# python prepare.py && python train.py config/reasoning_rwkv.py
+# python prepare.py --tokenizer=sp:512 && python train.py config/reasoning_rwkv.py   (measured with sp:512)
 # python bench.py --task=gsm_synth --out_dir=out-reasoning-rwkv --max_new_tokens=480
 # Measured: 86.2% of 500 held-out problems after 1000 iterations (the Llama quickstart: 82.6% after 2000).
 out_dir = 'out-reasoning-rwkv'
-data_dir = 'data/gsm_synth_sp1024'
+data_dir = 'data/gsm_synth_sp512'
 model_type = 'rwkv7'
 eval_interval = 250
 eval_iters = 10
