@@ -98,7 +98,7 @@ def load_split(data_dir, split, vocab_size=None):
 def pack_examples(tokens, masks, examples, picks, length, pad_id, lookahead=8):
     """Rows of `length` tokens for supervised training. Row b starts at example picks[b], then takes whole examples
     from the `lookahead` that follow it, in order, each that still fits (first fit: a short example fills the gap a
-    long one leaves, ~72% -> ~79% of gsm_synth rows used at length 513); an example longer than a row is truncated;
+    long one leaves, ~72% -> ~79% of sp:512 gsm_synth rows used at length 513); an example longer than a row is truncated;
     the rest is pad_id with mask 0. tokens, masks: lists of shard arrays; examples: (n, >=3) int array of
     (shard, start, length) rows. Returns (ids, learn, n_truncated): int64 and bool arrays of shape
     (len(picks), length), and a count."""

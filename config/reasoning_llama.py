@@ -18,7 +18,7 @@ n_embd = 128
 dropout = 0.0
 
 learning_rate = 3e-3
-max_iters = 1900          # ~450 ms/iter on 2 cores: under 15 minutes
+max_iters = 1900          # 460-590 ms/iter on 2 cores: 958 s in a timed run of the main command
 lr_decay_iters = 1900
 min_lr = 3e-4
 warmup_iters = 100
