@@ -321,19 +321,17 @@ class Llama(nn.Module):
     @torch.no_grad()
     def generate_stream(self, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None, stop_tokens=None,
                         generator=None, vocab_limit=None, attention_mask=None):
-        """Yield the next tokens, a (B,) int64 tensor per step, for prompts idx (B, T): a KV cache prefilled once,
-        then one token per step, until max_new_tokens or every row has produced a stop token (a stopped row repeats
-        it). A row whose context outgrows block_size keeps its last 3/4 block_size tokens, encoded again once
-        (llama.cpp's context shift; nanoGPT crops and re-encodes at every token). vocab_limit: never sample ids >= it
-        (a padded vocabulary). attention_mask: (B, T) 0/1, 0 on the left padding of prompts of different lengths
-        batched together; each row then generates what it would alone."""
+        """Yield the next tokens, a (B,) int64 tensor per step, for prompts idx (B, T): a KV cache prefilled once, then
+        one token per step, until max_new_tokens or every row has produced a stop token (a stopped row repeats it). A
+        row whose context outgrows block_size keeps its last 3/4 block_size tokens, encoded again once (llama.cpp's
+        context shift; nanoGPT re-encodes at every token). vocab_limit: never sample ids >= it (a padded vocabulary).
+        attention_mask: (B, T) 0/1, 0 on the left padding of batched prompts; each row generates what it would alone."""
         was_training = self.training
         self.eval()
         stop = torch.tensor(sorted(stop_tokens or []), dtype=torch.long, device=idx.device)
         done = torch.zeros(idx.size(0), dtype=torch.bool, device=idx.device)
         dtype, L = self.embed_tokens.weight.dtype, self.config.block_size
-        mask = torch.ones_like(idx) if attention_mask is None else attention_mask.long()
-        first = idx.size(1) - mask.sum(dim=1)  # (B,): each row's first token (after its left padding)
+        first = idx.size(1) - (torch.ones_like(idx) if attention_mask is None else attention_mask.long()).sum(dim=1)
         try:
             self._reset_cache(idx.size(0), idx.device, dtype, min(L, idx.size(1) + max_new_tokens))  # not a 128k cache
             seq, pos, new = idx, None, None

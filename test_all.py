@@ -189,11 +189,10 @@ def test_generate_past_block_size_and_stop_tokens():
     model = Llama(tiny_config(block_size=16)).eval()
     out = model.generate(torch.randint(0, 64, (1, 10)), 30, temperature=0)
     assert out.shape == (1, 40)
-    with torch.no_grad():  # a naive loop: a context over 16 tokens is cut to its last 12, then grows again
-        first = 0
-        for t in range(10, 40):
-            first = t - 12 if t - first > 16 else first
-            assert out[0, t] == model(out[:, first:t])[0][0, -1].argmax(), t
+    first = 0  # a naive loop: a context over 16 tokens is cut to its last 12, then grows again
+    for t in range(10, 40):
+        first = t - 12 if t - first > 16 else first
+        assert out[0, t] == model(out[:, first:t])[0][0, -1].argmax(), t
     first = int(out[0, 10])
     stopped = model.generate(out[:, :10], 30, temperature=0, stop_tokens=[first])
     assert stopped.shape == (1, 11) and stopped[0, -1] == first
