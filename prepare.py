@@ -73,6 +73,8 @@ synth_seed = 0
 synth_min_steps = 2
 synth_max_steps = 4
 synth_scratch = True      # gsm_synth: write each computation out digit by digit (gsm_synth.columns) in the reasoning
+synth_train_ops = '+-*/'  # gsm_synth: the operations the train split draws from (val and test: always '+-*/');
+                          # an operation written twice is drawn twice as often
 # -----------------------------------------------------------------------------
 
 RECIPES = {  # name -> (where it comes from, text field, the source's val split)
@@ -218,8 +220,9 @@ def chat_records():
     """Yield (split, where, record) of a supervised source; split is 'train', 'val' or 'test'."""
     if dataset == 'gsm_synth':
         for sp, n in (('train', synth_train), ('val', synth_val), ('test', synth_test)):
+            ops = synth_train_ops if sp == 'train' else gsm_synth.OPS
             for i, p in enumerate(gsm_synth.generate(sp, n, synth_seed, synth_min_steps, synth_max_steps,
-                                                             scratch=synth_scratch)):
+                                                     ops=ops, scratch=synth_scratch)):
                 yield sp, f"gsm_synth {sp} {i}", p
         return
     def train_or_val(n):  # every (1/val_fraction)-th training record goes to val
@@ -357,6 +360,9 @@ def main():
             raise ConfigError(f"{k} must be 0 or more, got {globals()[k]}")
     if not 0 <= synth_min_steps <= synth_max_steps:
         raise ConfigError(f"need 0 <= synth_min_steps <= synth_max_steps, got {synth_min_steps} and {synth_max_steps}")
+    if sorted(set(synth_train_ops)) != sorted(gsm_synth.OPS):
+        raise ConfigError(f"synth_train_ops '{synth_train_ops}' must hold each of {gsm_synth.OPS} (the test mix) and "
+                          f"nothing else; repeat one to draw it more often, e.g. '+-*//'")
     if not tokenizer.startswith('sp:'):  # a bad spec or a missing file fails here, before anything is written
         try:
             get_tokenizer(tokenizer)
@@ -380,7 +386,7 @@ def main():
                                    'val_fraction', 'shard_size', 'sp_train_chars', 'format', 'system_prompt',
                                    'keep_calc', 'max_examples', 'no_reasoning', 'skip_bad', 'synth_train', 'synth_val',
                                    'synth_test', 'synth_seed',
-                                   'synth_min_steps', 'synth_max_steps', 'synth_scratch')}
+                                   'synth_min_steps', 'synth_max_steps', 'synth_scratch', 'synth_train_ops')}
     if dataset == 'gsm_synth':  # data from an older generator is prepared again
         args['synth_version'] = gsm_synth.VERSION
     if os.path.exists(data_dir) and not os.path.isdir(data_dir):

@@ -505,6 +505,19 @@ def test_gsm_synth_determinism_splits_and_arithmetic():
         assert all(int(n) <= 100 for n in re.findall(r'\d+', p['question']))
 
 
+def test_gsm_synth_train_ops_weight_train_only(tmp_path):
+    plain, heavy = ([p['answer'].count('/') for p in gsm_synth.generate('train', 300, seed=3, ops=o)]
+                    for o in ('+-*/', '+-*///'))  # an operation written three times is drawn three times as often
+    assert sum(heavy) > 1.5 * sum(plain)
+    for d, ops in (('a', '+-*/'), ('b', '+-*///')):  # prepare.py: the train split only; val and test stay the same
+        run('prepare.py', '--tokenizer=byte', f'--data_dir={d}', '--synth_train=200', '--synth_val=20',
+            '--synth_test=30', f'--synth_train_ops={ops}', cwd=tmp_path)
+    a, b = tmp_path / 'a', tmp_path / 'b'
+    assert (a / 'test.jsonl').read_text() == (b / 'test.jsonl').read_text()
+    assert (a / 'val_000.bin').read_bytes() == (b / 'val_000.bin').read_bytes()
+    assert (a / 'train_000.bin').read_bytes() != (b / 'train_000.bin').read_bytes()
+
+
 def test_gsm_synth_scratch_columns_give_the_result():
     """The working is true arithmetic, one operation per `=` (`4*9=36+4=40`, `6-8=-2+10=8`, `29/6=4 r29-24=5`), and holds
     the result: + - x the last column's value, then the others' last digits right to left; / the quotient digits."""

@@ -212,6 +212,8 @@ CASES = [
     ('prepare.py', 'num_proc negative', ['--num_proc=-1'], "num_proc must be 0 or more, got -1", {}),
     ('prepare.py', 'synth steps the wrong way round', ['--synth_min_steps=5', '--synth_max_steps=2'],
      "need 0 <= synth_min_steps <= synth_max_steps, got 5 and 2", {}),
+    ('prepare.py', 'synth_train_ops without division', ['--synth_train_ops=+-*'],
+     "synth_train_ops '+-*' must hold each of +-*/ (the test mix) and nothing else", {}),
 
     ('sample.py', 'unknown config key', ['--temprature=0'],
      "unknown config key 'temprature'. Did you mean: temperature", {}),
