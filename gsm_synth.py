@@ -140,7 +140,8 @@ def make_problem(rng, n_steps, max_start=100, max_value=1000, ops=OPS, scratch=F
 
 
 def generate(split, n, seed=0, min_steps=2, max_steps=4, max_start=100, max_value=1000, ops=OPS, scratch=False):
-    """n distinct problems of `split` ('train' | 'val' | 'test'), the same for the same arguments."""
+    """n distinct problems of `split` ('train' | 'val' | 'test'), the same for the same arguments. `ops`: the operations
+    each step draws from (among those valid for the running total); one written twice is drawn twice as often."""
     if split not in SPLITS:
         raise ValueError(f"split must be one of {list(SPLITS)}, not '{split}'")
     rng = random.Random(f"gsm_synth-{seed}-{split}")
