@@ -316,6 +316,56 @@ def test_fsdp_nan_rollback(tmp, fsdp_run, lr_half):
 
 
 @pytest.mark.skipif(not os.path.exists('/dev/full'), reason='needs /dev/full (Linux)')
+# ---------------------------------------------------------------------------- Muon
+def test_muon_matches_torch_muon_and_adamw():
+    """muon.py against torch: its Muon groups as torch.optim.Muon (adjust_lr_fn='match_rms_adamw') up to torch's
+    bfloat16 Newton-Schulz, its AdamW groups as torch.optim.AdamW; the groups it makes hold each parameter once."""
+    from model_llama import Llama, LlamaConfig
+    from model_rwkv7 import RWKV7, RWKV7Config
+    from muon import MuonAdamW, muon_groups
+    torch.manual_seed(0)
+    start = [torch.randn(32, 48), torch.randn(48, 32), torch.randn(48), torch.randn(5, 7)]
+    a, b = ([p.clone().requires_grad_() for p in start] for _ in range(2))
+    mine = MuonAdamW([{'params': a[:2], 'muon': True}, {'params': a[2:], 'weight_decay': 0.0}], lr=1e-2,
+                     betas=(0.9, 0.99), weight_decay=0.1)
+    ref = [torch.optim.Muon(b[:2], lr=1e-2, weight_decay=0.1, adjust_lr_fn='match_rms_adamw'),
+           torch.optim.AdamW(b[2:], lr=1e-2, betas=(0.9, 0.99), weight_decay=0.0)]
+    for _ in range(5):
+        for p, q in zip(a, b):
+            p.grad = torch.randn_like(p)
+            q.grad = p.grad.clone()
+        mine.step()
+        [o.step() for o in ref]
+    for i, (p, q, p0) in enumerate(zip(a, b, start)):
+        err = ((p - q).norm() / (q - p0).norm()).item()
+        assert err < (0.02 if i < 2 else 1e-6), (i, err)  # 0.008 measured for the Muon pair
+    with pytest.raises(ValueError, match='2-D'):
+        MuonAdamW([{'params': [torch.zeros(3, requires_grad=True)], 'muon': True}], lr=1e-3)
+    for model, per_block in ((Llama(LlamaConfig(block_size=16, vocab_size=64, n_layer=2, n_head=2, n_kv_head=1,
+                                                n_embd=32)), 7),
+                             (RWKV7(RWKV7Config(vocab_size=64, n_layer=2, n_embd=32, head_size=8, d_decay=8, d_aaa=8, d_mv=8)), 6)):
+        groups = muon_groups(model, model.configure_optimizers(0.1, 1e-3, (0.9, 0.95), 'cpu').param_groups)
+        listed = [p for g in groups for p in g['params']]
+        assert groups[0]['muon'] and len(groups[0]['params']) == per_block * 2 and groups[0]['weight_decay'] == 0.1
+        assert len(listed) == len({id(p) for p in listed}) == len(list(model.parameters()))
+        assert all(p.dim() == 2 for p in groups[0]['params']) and not any(g.get('muon') for g in groups[1:])
+        mlp = muon_groups(model, model.configure_optimizers(0.1, 1e-3, (0.9, 0.95), 'cpu').param_groups,
+                          ['*.mlp.*', '*.ffn.*'])
+        assert len(mlp[0]['params']) == (3 if per_block == 7 else 2) * 2
+        with pytest.raises(ValueError, match=r"muon_targets \['mpl'\] match none of the blocks' linear layers"):
+            muon_groups(model, model.configure_optimizers(0.1, 1e-3, (0.9, 0.95), 'cpu').param_groups, ['mpl'])
+
+
+def test_muon_run_learns_and_resumes_exactly(tmp):
+    train(*ARGS, '--optim=muon', '--out_dir=muon', '--max_iters=20', cwd=tmp)
+    train(*ARGS, '--optim=muon', '--out_dir=muon_resume', '--max_iters=12', cwd=tmp)
+    train(*ARGS, '--optim=muon', '--out_dir=muon_resume', '--max_iters=20', '--init_from=resume', cwd=tmp)
+    full, resumed = losses(tmp / 'muon'), losses(tmp / 'muon_resume')
+    assert full[20] == resumed[20] and full[20] < 0.8 * full[1], (full[1], full[20])
+    assert same_weights(tmp / 'muon' / 'ckpt.pt', tmp / 'muon_resume' / 'ckpt.pt')
+    assert ckpt(tmp / 'muon' / 'ckpt.pt')['optimizer']['param_groups'][0]['muon']
+
+
 def test_full_disk_keeps_the_previous_checkpoint(tmp):
     # the temp file is a link to /dev/full, where every write fails with ENOSPC: a real "no space left on device"
     out = from_ref(tmp, 'full')
@@ -441,6 +491,8 @@ BAD_INPUTS = [
     ('RWKV checkpoint for a llama', ['--init_from=rwkv:x.pth'], "set --model_type=rwkv7", {}),
     ('missing RWKV checkpoint', ['--model_type=rwkv7', '--init_from=rwkv:missing.pth'], "cannot load missing.pth",
      {}),
+    ('Muon on LoRA adapters', ['--optim=muon', '--lora_r=4'], "optim='muon' trains full weight matrices without "
+     "FSDP: use --optim=adamw with --lora_r", {}),
     ('qlora without lora_r', ['--qlora'], "qlora=True quantizes the frozen base under LoRA adapters: set lora_r", {}),
     ('QLoRA without bitsandbytes', ['--lora_r=4', '--qlora', '--out_dir=new'],
      "need bitsandbytes: pip install bitsandbytes", NO_BNB),

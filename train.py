@@ -96,7 +96,9 @@ dim_ffn = 0                 # rwkv7: channel-mix width, 0 = 4 * n_embd
 wkv_impl = 'chunked'        # rwkv7: 'chunked' (matmuls per chunk) | 'naive' (per-step loop, the reference)
 chunk_len = 32              # rwkv7: chunk length of the chunked WKV
 # optimizer
-optim = 'adamw'             # 'adamw' (torch) | 'adamw8bit' | 'paged_adamw8bit' (bitsandbytes 8-bit moments)
+optim = 'adamw'             # 'adamw' (torch) | 'adamw8bit' | 'paged_adamw8bit' (bitsandbytes 8-bit moments) | 'muon'
+                            # (Muon on the blocks' matrices, AdamW on the rest, one learning_rate: muon.py)
+muon_targets = ''           # optim='muon': fnmatch patterns of the Linear layers Muon trains ('*.mlp.*'); '' = all
 learning_rate = 6e-4        # peak
 max_iters = 5000
 weight_decay = 0.1
@@ -208,8 +210,11 @@ try:
         raise ConfigError(f"need lora_r >= 0 (0 = off; got {lora_r}) and 0 <= lora_dropout < 1 (got {lora_dropout})")
     if qlora and not lora_r:
         raise ConfigError("qlora=True quantizes the frozen base under LoRA adapters: set lora_r (e.g. --lora_r=16)")
-    if optim not in ('adamw', 'adamw8bit', 'paged_adamw8bit'):
-        raise ConfigError(f"optim must be 'adamw', 'adamw8bit' or 'paged_adamw8bit', not '{optim}'")
+    if optim not in ('adamw', 'adamw8bit', 'paged_adamw8bit', 'muon'):
+        raise ConfigError(f"optim must be 'adamw', 'adamw8bit', 'paged_adamw8bit' or 'muon', not '{optim}'")
+    if optim == 'muon' and (lora_r or fsdp):
+        raise ConfigError("optim='muon' trains full weight matrices without FSDP: use --optim=adamw with "
+                          + ("--lora_r" if lora_r else "--fsdp=True"))
     if keep_last < 0:
         raise ConfigError(f"keep_last must be 0 (off) or more, got {keep_last}")
     if os.path.exists(out_dir) and not os.path.isdir(out_dir):
@@ -479,7 +484,14 @@ def get_batch(split, picks):
 
 scaler = torch.amp.GradScaler(device_type, enabled=(dtype == 'float16'))
 optimizer = model.configure_optimizers(weight_decay, learning_rate, (beta1, beta2), device_type)
-if optim != 'adamw':  # the same parameter groups (decay on matrices, lr_scale), 8-bit moments
+if optim == 'muon':  # the blocks' Linear weights to Muon, the rest to AdamW in the model's groups (muon.py)
+    from muon import MuonAdamW, muon_groups
+    try:
+        groups = muon_groups(model, optimizer.param_groups, [t.strip() for t in muon_targets.split(',') if t.strip()])
+    except ValueError as e:
+        fail(str(e))
+    optimizer = MuonAdamW(groups, learning_rate, (beta1, beta2), weight_decay=weight_decay)
+elif optim != 'adamw':  # the same parameter groups (decay on matrices, lr_scale), 8-bit moments
     from qlora import adamw8bit
     try:
         optimizer = adamw8bit(optimizer.param_groups, learning_rate, (beta1, beta2), device_type,
