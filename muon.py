@@ -7,7 +7,7 @@ follows Moonshot's rule (J. Liu et al. 2025, "Muon is Scalable for LLM Training"
 the learning rate, which gives it the RMS of an AdamW update, so one learning_rate and schedule serve both kinds of
 parameter. It matches torch.optim.Muon with adjust_lr_fn='match_rms_adamw' (and torch.optim.AdamW on the other
 groups), except that Newton-Schulz runs in float32 here: torch's runs in bfloat16, ~50x slower on a CPU without
-bf16 arithmetic (690 ms a step for the 1.2M-parameter quickstart on the 2-core AVX2 VM, against ~10 ms).
+bf16 arithmetic (690 ms a step for the 1.2M-parameter quickstart on the 2-core AVX2 VM, against ~40 ms).
 """
 
 import fnmatch
@@ -60,7 +60,8 @@ class MuonAdamW(torch.optim.Optimizer):
                     p.add_(update.to(p.dtype), alpha=-lr * 0.2 * math.sqrt(max(p.shape)))
                 else:
                     if not state:
-                        state.update(step=torch.tensor(0.0), exp_avg=torch.zeros_like(p), exp_avg_sq=torch.zeros_like(p))
+                        state.update(step=torch.tensor(0.0), exp_avg=torch.zeros_like(p),
+                                     exp_avg_sq=torch.zeros_like(p))
                     (beta1, beta2), t = g['betas'], state['step'].add_(1).item()
                     state['exp_avg'].lerp_(p.grad, 1 - beta1)
                     state['exp_avg_sq'].mul_(beta2).addcmul_(p.grad, p.grad, value=1 - beta2)
@@ -77,8 +78,8 @@ def muon_groups(model, adamw_groups, targets=()):
     linears = [name for name, m in model.named_modules() if isinstance(m, torch.nn.Linear) and '.' in name]
     chosen = [n for n in linears if not targets or any(fnmatch.fnmatchcase(n, t) for t in targets)]
     if not chosen:
-        raise ValueError(f"muon_targets {list(targets)} match none of the blocks' linear layers ({', '.join(linears[:4])}"
-                         f", ...): use patterns like '*.mlp.*', or '' for all of them")
+        raise ValueError(f"muon_targets {list(targets)} match none of the blocks' linear layers "
+                         f"({', '.join(linears[:4])}, ...): use patterns like '*.mlp.*', or '' for all of them")
     hidden = {id(model.get_submodule(n).weight) for n in chosen if model.get_submodule(n).weight.requires_grad}
     keep = ('weight_decay', 'lr_scale')
     rest = [{'params': [p for p in g['params'] if id(p) not in hidden], **{k: g[k] for k in keep if k in g}}

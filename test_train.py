@@ -2,7 +2,8 @@
 Tests of train.py's scale-out and failure handling: DDP and FSDP2 on the CPU with gloo (2 processes train like 1,
 also LoRA under DDP), exact resume after SIGKILL (at a random iteration, during a checkpoint write, under DDP) and of
 FSDP runs, keep_last, non-finite losses skipped, stopping the run or rolled back, a full disk, SIGTERM, out of memory,
-and a table of bad inputs that must get a clear one-line error, exit status 1 and no changed file.
+muon.py against torch.optim.Muon / AdamW (and a Muon run resumed exactly), and a table of bad inputs that must get a
+clear one-line error, exit status 1 and no changed file.
 python -m pytest test_train.py  (CPU: about 120 s on 2 busy cores, ~105 s of CPU time)
 
 Runs are a 2 x 32 Llama, fp32, dropout 0, so they compare bitwise: on 32-token rows of a small byte-tokenized text,
@@ -343,7 +344,8 @@ def test_muon_matches_torch_muon_and_adamw():
         MuonAdamW([{'params': [torch.zeros(3, requires_grad=True)], 'muon': True}], lr=1e-3)
     for model, per_block in ((Llama(LlamaConfig(block_size=16, vocab_size=64, n_layer=2, n_head=2, n_kv_head=1,
                                                 n_embd=32)), 7),
-                             (RWKV7(RWKV7Config(vocab_size=64, n_layer=2, n_embd=32, head_size=8, d_decay=8, d_aaa=8, d_mv=8)), 6)):
+                             (RWKV7(RWKV7Config(vocab_size=64, n_layer=2, n_embd=32, head_size=8, d_decay=8, d_aaa=8,
+                                                d_mv=8)), 6)):
         groups = muon_groups(model, model.configure_optimizers(0.1, 1e-3, (0.9, 0.95), 'cpu').param_groups)
         listed = [p for g in groups for p in g['params']]
         assert groups[0]['muon'] and len(groups[0]['params']) == per_block * 2 and groups[0]['weight_decay'] == 0.1
