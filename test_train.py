@@ -366,6 +366,9 @@ def test_muon_run_learns_and_resumes_exactly(tmp):
     assert full[20] == resumed[20] and full[20] < 0.8 * full[1], (full[1], full[20])
     assert same_weights(tmp / 'muon' / 'ckpt.pt', tmp / 'muon_resume' / 'ckpt.pt')
     assert ckpt(tmp / 'muon' / 'ckpt.pt')['optimizer']['param_groups'][0]['muon']
+    p = train(*ARGS, '--optim=muon', '--out_dir=muon', '--max_iters=24', '--init_from=resume', '--muon_targets=*.mlp.*',
+              cwd=tmp, check=False)
+    assert p.returncode == 1 and "muon/ckpt.pt was trained with muon_targets='': resume with it" in p.stderr, p.stderr
 
 
 def test_full_disk_keeps_the_previous_checkpoint(tmp):
