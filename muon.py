@@ -75,12 +75,12 @@ def muon_groups(model, adamw_groups, targets=()):
     the model's blocks (every Linear but a top-level one: not the embedding, not the output head), or of those whose
     name matches one of the fnmatch patterns `targets` ('*.mlp.*': Llama's MLP, '*.ffn.*': RWKV's channel mixing),
     moved to one Muon group with the weight decay of the first group. Raises ValueError if no layer matches."""
-    linears = [name for name, m in model.named_modules() if isinstance(m, torch.nn.Linear) and '.' in name]
-    chosen = [n for n in linears if not targets or any(fnmatch.fnmatchcase(n, t) for t in targets)]
+    linears = [(name, m) for name, m in model.named_modules() if isinstance(m, torch.nn.Linear) and '.' in name]
+    chosen = [m for n, m in linears if not targets or any(fnmatch.fnmatchcase(n, t) for t in targets)]
     if not chosen:
         raise ValueError(f"muon_targets {list(targets)} match none of the blocks' linear layers "
-                         f"({', '.join(linears[:4])}, ...): use patterns like '*.mlp.*', or '' for all of them")
-    hidden = {id(model.get_submodule(n).weight) for n in chosen if model.get_submodule(n).weight.requires_grad}
+                         f"({', '.join(n for n, _ in linears[:4])}, ...): use patterns like '*.mlp.*', or '' for all")
+    hidden = {id(m.weight) for m in chosen if m.weight.requires_grad}
     keep = ('weight_decay', 'lr_scale')
     rest = [{'params': [p for p in g['params'] if id(p) not in hidden], **{k: g[k] for k in keep if k in g}}
             for g in adamw_groups]

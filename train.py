@@ -286,9 +286,11 @@ if init_from == 'resume':
     if checkpoint['tokenizer']['spec'] != tok.spec or checkpoint['tokenizer']['blob'] != tok.blob:
         fail(f"{ckpt_path} was trained with tokenizer '{checkpoint['tokenizer']['spec']}', but {data_dir} holds data "
              f"tokenized with '{tok.spec}': resume on the run's own data_dir")
-    for k, default in (('optim', 'adamw'), ('muon_targets', '')) if optim == 'muon' else (('optim', 'adamw'),):
-        if checkpoint['config'].get(k, default) != globals()[k]:  # they shape the optimizer state
-            fail(f"{ckpt_path} was trained with {k}='{checkpoint['config'].get(k, default)}': resume with it")
+    if checkpoint['config'].get('optim', 'adamw') != optim:
+        fail(f"{ckpt_path} was trained with optim='{checkpoint['config'].get('optim', 'adamw')}': resume with it")
+    if optim == 'muon' and checkpoint['config'].get('muon_targets', '') != muon_targets:  # they shape its state
+        fail(f"{ckpt_path} was trained with muon_targets='{checkpoint['config'].get('muon_targets', '')}': "
+             "resume with it")
     lora_run = checkpoint.get('lora')
     if lora_run and fsdp:
         fail(f"{ckpt_path} is a LoRA run: resume it without fsdp (DDP)")
