@@ -5,6 +5,8 @@ A shard `train_000.bin` is a header of 256 little-endian int32 -- [0] magic 2024
 2: uint32 tokens), [2] number of tokens, the rest zero -- followed by the tokens. Every data folder has a
 `meta.json` with the tokenizer spec, vocab_size, token counts and dtype. Reading checks everything it can: a wrong
 magic, an unknown version, a truncated file and token ids beyond the model's vocabulary are errors that say the fix.
+Also how train.py makes rows of chat examples: packed (pack_examples) or one per row, grouped by length (length_bands,
+draw_by_length).
 """
 
 import glob
@@ -119,3 +121,26 @@ def pack_examples(tokens, masks, examples, picks, length, pad_id, lookahead=8):
             if pos == length:
                 break
     return ids, learn, truncated
+
+
+def length_bands(lengths, block_size, width=32):
+    """Examples grouped by length for train.py's group_by_length: band k holds the examples whose inputs (length - 1
+    tokens) fit in band_len[k] = min(width * (k + 1), block_size) tokens; longer ones go to the last band (to be
+    truncated). lengths: int array (n,). Returns (band_len, members): a list of ints and, per band, the sorted int64
+    indices of its examples."""
+    band_len = [min(width * (k + 1), block_size) for k in range((block_size - 1) // width + 1)]
+    band = np.clip((np.asarray(lengths) - 2) // width, 0, len(band_len) - 1)
+    return band_len, [np.flatnonzero(band == k) for k in range(len(band_len))]
+
+
+def draw_by_length(band_len, members, n, tokens, gen):
+    """The examples of one batch of rows of one example each, all of one band: band k is drawn with a probability
+    proportional to its examples among the first n x band_len[k], then tokens // band_len[k] of those examples
+    (uniformly, with replacement): in expectation each of the first n examples is drawn equally often, whatever its
+    length. gen: a torch.Generator (the draws are reproducible). Returns an int64 tensor of example indices."""
+    import torch  # here only: prepare.py uses this file without torch
+    counts = [int(np.searchsorted(m, n)) for m in members]
+    k = int(torch.multinomial(torch.tensor([c * L for c, L in zip(counts, band_len)], dtype=torch.float64), 1,
+                              generator=gen))
+    rows = torch.randint(counts[k], (max(1, tokens // band_len[k]),), generator=gen)
+    return torch.from_numpy(members[k][rows.numpy()])

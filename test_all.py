@@ -578,6 +578,21 @@ def test_pack_examples_never_splits():
     assert (learn == (ids != 0)).all()
 
 
+def test_group_by_length_draws_one_band_and_every_example_alike():
+    from shards import draw_by_length, length_bands
+    lengths = np.array([10, 40, 33, 34, 90, 64, 65, 200, 20, 97])  # inputs of length - 1 tokens
+    band_len, members = length_bands(lengths, block_size=96)
+    assert band_len == [32, 64, 96] and [m.tolist() for m in members] == [[0, 2, 8], [1, 3, 5, 6], [4, 7, 9]]
+    gen, seen = torch.Generator().manual_seed(0), np.zeros(len(lengths))
+    for _ in range(3000):
+        picks = draw_by_length(band_len, members, 8, 192, gen)  # only the first 8 (a curriculum's share)
+        band = [k for k, m in enumerate(members) if np.isin(picks.numpy(), m).all()]
+        assert len(band) == 1 and len(picks) == 192 // band_len[band[0]] and picks.max() < 8
+        np.add.at(seen, picks.numpy(), 1)
+    share = seen[:8] / seen.sum()  # each of the 8 drawn 1/8 of the time, whatever its band
+    assert np.abs(share - 1 / 8).max() < 0.01 and seen[8:].sum() == 0, share
+
+
 def test_prepare_chat_and_sft_accumulation(tmp_path):
     recs = [{'question': f"What is {i} + {i}?", 'answer': f"{i} + {i} = <<{i}+{i}={2 * i}>>{2 * i}\n#### {2 * i}"}
             for i in range(60)]

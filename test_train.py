@@ -155,12 +155,18 @@ def test_two_processes_killed_and_resumed(tmp, ddp_run):
     assert losses(tmp / 'ddp')[20] == losses(tmp / 'ddp_kill')[20]
 
 
-def test_lora_on_chat_data_under_ddp(tmp):
-    # chat data: the supervised tokens per micro-batch vary, so the window's count is summed over the ranks; LoRA:
-    # only the adapters are in DDP's reducer, and a seeded scratch base is the same on both ranks. 2 x 2 micro-batches
+@pytest.fixture(scope='module')
+def chat(tmp):
+    """gsm_synth chat data, byte tokens (tmp/chat: 100 train examples of 403-977 tokens)."""
     subprocess.run([sys.executable, os.path.join(ROOT, 'prepare.py'), '--dataset=gsm_synth', '--format=chat',
                     '--tokenizer=byte', '--data_dir=chat', '--synth_train=100', '--synth_val=20', '--synth_test=10'],
                    cwd=tmp, check=True, capture_output=True, env=ENV)
+    return tmp / 'chat'
+
+
+def test_lora_on_chat_data_under_ddp(tmp, chat):
+    # chat data: the supervised tokens per micro-batch vary, so the window's count is summed over the ranks; LoRA:
+    # only the adapters are in DDP's reducer, and a seeded scratch base is the same on both ranks. 2 x 2 micro-batches
     args = [*ARGS, '--data_dir=chat', '--block_size=512', '--batch_size=1', '--gradient_accumulation_steps=4',
             '--lora_r=4', '--lora_alpha=8', '--max_iters=4', '--learning_rate=1e-2']
     train(*args, '--out_dir=lora1', cwd=tmp)
@@ -172,6 +178,20 @@ def test_lora_on_chat_data_under_ddp(tmp):
     assert diff < 1e-5 and one[4] < one[1]
     a, b = ckpt(tmp / 'lora1' / 'ckpt.pt'), ckpt(tmp / 'lora2' / 'ckpt.pt')
     assert 'lora' in b and all(torch.allclose(a['model'][k], b['model'][k], atol=1e-5) for k in a['model'])
+
+
+def test_group_by_length_on_two_processes_and_resumed(tmp, chat):
+    # rows of one example each, micro-batches of one length band and of varying size, with curriculum: 2 processes
+    # train like 1, and a run stopped at 3 and resumed like the straight one
+    args = [*ARGS, '--data_dir=chat', '--block_size=1024', '--batch_size=2', '--group_by_length', '--curriculum']
+    p = train(*args, '--out_dir=gbl', '--max_iters=6', cwd=tmp)
+    assert 'truncated' not in p.stdout  # examples of 403-977 tokens: each row as long as its example needs
+    train(*args, '--out_dir=gbl2', '--max_iters=6', cwd=tmp, nproc=2)
+    train(*args, '--out_dir=gbl_resume', '--max_iters=3', cwd=tmp)
+    train(*args, '--out_dir=gbl_resume', '--max_iters=6', '--init_from=resume', cwd=tmp)
+    one, two = losses(tmp / 'gbl'), losses(tmp / 'gbl2')
+    assert max(abs(one[i] - two[i]) for i in one) < 1e-5 and one[6] < one[1], (one, two)
+    assert same_weights(tmp / 'gbl' / 'ckpt.pt', tmp / 'gbl_resume' / 'ckpt.pt')
 
 
 # ---------------------------------------------------------------------------- FSDP

@@ -38,7 +38,7 @@ import numpy as np
 import torch
 
 from configurator import ConfigError, configure, pick_device
-from shards import DataError, load_meta, load_split, pack_examples, read_shard
+from shards import DataError, draw_by_length, length_bands, load_meta, load_split, pack_examples, read_shard
 from tokenizer import get_tokenizer
 
 PRETRAINED = ('rwkv:', 'hf:', 'llama2c:')  # init_from prefixes of the pretrained checkpoints a loader builds
@@ -76,6 +76,8 @@ data_dir = 'data/shakespeare_byte'
 gradient_accumulation_steps = 1
 batch_size = 12             # micro-batch size
 curriculum = False          # chat data: the first epoch goes from easy to hard examples
+group_by_length = False     # chat data: a row holds one example, a batch examples of one length band, padded to its
+                            # end (a multiple of 32), ~batch_size * block_size tokens; else whole examples packed
 block_size = 256
 # model
 model_type = 'llama'        # 'llama' (model_llama.py) | 'rwkv7' (model_rwkv7.py)
@@ -450,28 +452,39 @@ for sp in data:
     if sft and not len(examples[sp]):
         fail(f"the {sp} split of {data_dir} has no examples: prepare more data")
 cum_starts = {sp: np.cumsum(starts[sp]) for sp in starts}  # window starts counted across shards
+if sft and group_by_length:  # (band_len, members) of each split: examples grouped by length (shards.py)
+    bands = {sp: length_bands(examples[sp][:, 2], block_size) for sp in examples}
 sampler = torch.Generator().manual_seed(seed)  # the data order; its state is saved, so resume is exact
 
 
 def draw(split, gen):
     """The random part of a batch from generator gen: batch_size window starts (token data) or first examples (chat
     data), an int64 tensor. With curriculum, the first epoch draws from the easiest share of the examples, a share
-    that grows to all of them."""
+    that grows to all of them. With group_by_length, ~batch_size * block_size tokens of examples of one band of
+    lengths (shards.draw_by_length)."""
     if not sft:
         return torch.randint(int(cum_starts[split][-1]), (batch_size,), generator=gen)
     share = min(1.0, (iter_num + 1) * tokens_per_iter / meta['train_tokens']) if curriculum and split == 'train' else 1
-    return torch.randint(max(batch_size, int(len(examples[split]) * share)), (batch_size,), generator=gen)
+    n = max(batch_size, int(len(examples[split]) * share))  # examples[:n] may be drawn (curriculum: the easiest)
+    if not group_by_length:
+        return torch.randint(n, (batch_size,), generator=gen)
+    return draw_by_length(*bands[split], n, batch_size * block_size, gen)
 
 
 def get_batch(split, picks):
     """The (X, Y) batch of picks (from draw): int64, shape (batch_size, block_size), on the device; Y is X shifted by
     one token. Chat data: rows start at an example and pack whole examples one after another while they fit in
     block_size + 1 tokens (an example is never split; one longer than a row is truncated and counted), the rest
-    padded; Y is -1 wherever the mask says the token is not learned."""
+    padded (group_by_length: one example per row, rows as long as the band's longest allowed); Y is -1 wherever the
+    mask says the token is not learned."""
     global truncated
     if sft:
-        rows, learn, cut = pack_examples(data[split], masks[split], examples[split], picks.tolist(), block_size + 1,
-                                         meta['eot_id'])
+        length = block_size + 1  # group_by_length: one example per row, to the end of the picks' band
+        if group_by_length:
+            longest = int(examples[split][picks.numpy(), 2].max())
+            length = next((L for L in bands[split][0] if L >= longest - 1), block_size) + 1
+        rows, learn, cut = pack_examples(data[split], masks[split], examples[split], picks.tolist(), length,
+                                         meta['eot_id'], lookahead=0 if group_by_length else 8)
         truncated += cut if split == 'train' else 0
         x, y = torch.from_numpy(rows[:, :-1]), torch.from_numpy(np.where(learn[:, 1:], rows[:, 1:], -1))
     else:
