@@ -8,6 +8,7 @@ eval_interval = 370       # 6 evals (~4 s each) and checkpoints for the accuracy
 eval_iters = 10
 log_interval = 50
 always_save_checkpoint = True
+keep_last = 6             # ckpt_000370.pt ... ckpt_001850.pt: bench.py --ckpt=... gives the accuracy curve
 
 batch_size = 6
 block_size = 512          # 99.9% of the examples fit (sp:1024: median 285 tokens); longer ones are truncated (and counted)
