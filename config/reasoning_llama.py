@@ -4,11 +4,11 @@
 # python bench.py --task=gsm_synth --out_dir=out-reasoning-llama --max_new_tokens=480   (replies run to ~440 tokens)
 out_dir = 'out-reasoning-llama'
 data_dir = 'data/gsm_synth_sp1024'
-eval_interval = 370       # 6 evals (~4 s each) and checkpoints for the accuracy curve
+eval_interval = 390       # 6 evals (~4 s each) and checkpoints for the accuracy curve
 eval_iters = 10
 log_interval = 50
 always_save_checkpoint = True
-keep_last = 6             # ckpt_000370.pt ... ckpt_001850.pt: bench.py --ckpt=... gives the accuracy curve
+keep_last = 6             # ckpt_000390.pt ... ckpt_001950.pt: bench.py --ckpt=... gives the accuracy curve
 
 batch_size = 6
 block_size = 512          # 99.9% of the examples fit (sp:1024: median 285 tokens); longer ones are truncated (and counted)
@@ -24,8 +24,8 @@ dropout = 0.0
 optim = 'muon'            # Muon (muon.py) on the MLP matrices, AdamW on attention, embedding and norms (packed rows,
 muon_targets = '*.mlp.*'  # 1650 iterations: 92.4%; Muon on every matrix 87.8%, AdamW alone 1750: 79.2%)
 learning_rate = 3e-3      # one rate for both optimizers
-max_iters = 1850          # ~440 ms/iter on 2 cores (Newton-Schulz ~30 ms of it)
-lr_decay_iters = 1850
+max_iters = 1950          # ~435 ms/iter on 2 cores, evals included (Newton-Schulz ~30 ms of it): 1850 in 808 s
+lr_decay_iters = 1950
 min_lr = 3e-4
 warmup_iters = 100
 beta2 = 0.99
