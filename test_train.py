@@ -1,9 +1,9 @@
 """
 Tests of train.py's scale-out and failure handling: DDP and FSDP2 on the CPU with gloo (2 processes train like 1,
-also LoRA under DDP), exact resume after SIGKILL (at a random iteration, during a checkpoint write, under DDP) and of
-FSDP runs, keep_last, non-finite losses skipped, stopping the run or rolled back, a full disk, SIGTERM, out of memory,
-muon.py against torch.optim.Muon / AdamW (and a Muon run resumed exactly), and a table of bad inputs that must get a
-clear one-line error, exit status 1 and no changed file.
+also LoRA, and rows grouped by length, on chat data), exact resume after SIGKILL (at a random iteration, during a
+checkpoint write, under DDP) and of FSDP runs, keep_last, non-finite losses skipped, stopping the run or rolled back,
+a full disk, SIGTERM, out of memory, muon.py against torch.optim.Muon / AdamW (and a Muon run resumed exactly), and a
+table of bad inputs that must get a clear one-line error, exit status 1 and no changed file.
 python -m pytest test_train.py  (CPU: about 120 s on 2 busy cores, ~105 s of CPU time)
 
 Runs are a 2 x 32 Llama, fp32, dropout 0, so they compare bitwise: on 32-token rows of a small byte-tokenized text,
