@@ -12,8 +12,17 @@ Embeddings, norms, the head and RWKV-7's small mixing parameters stay in the com
 CPU); the adapters stay fp32. bitsandbytes >= 0.50 runs both the 4-bit layers and the 8-bit optimizers on CPU
 (the 4-bit layers slowly: dequantize, then an fp32 matmul); with older versions quantize_model tries the device first
 and says what is missing.
+
+One forward path on every CPU: on CPUs with AVX512-BF16 (Intel Xeon since Cooper Lake, AMD Zen 4), bitsandbytes 0.50's
+Linear4bit repacks its weight in place at the first eval-mode no-grad forward and computes in bf16 from then on, in a
+layout that dequantize_4bit does not read (nn/modules.py, Linear4bit.forward: `support_avx512bf16_for_cpu`). The
+model would then evaluate differently from how it trains (bf16, ~0.007 off) and merge into a wrong base (~0.2 off),
+and the packing fails outright for a width that is not a multiple of 64. quantize_linear turns that path off, so every
+forward is dequantize + matmul in the compute dtype, the same in train and eval and the same as the merged model; and
+check_device checks exactly that on the device before a model is quantized.
 """
 
+import logging
 import warnings
 
 import torch
@@ -25,7 +34,9 @@ HEAD_NAMES = ('lm_head', 'head')  # model_llama / model_rwkv7 output heads: kept
 
 
 def require_bnb():
-    """Import bitsandbytes, or raise ImportError saying how to get it."""
+    """Import bitsandbytes, or raise ImportError saying how to get it. Its import-time warning that the hub kernel of
+    the packed AVX512-BF16 path cannot be fetched is silenced: that path is turned off here (quantize_linear)."""
+    logging.getLogger('bitsandbytes.backends.cpu.ops').setLevel(logging.ERROR)
     try:
         import bitsandbytes
     except ImportError:
@@ -35,18 +46,28 @@ def require_bnb():
 
 
 def check_device(device):
-    """Raise RuntimeError unless bitsandbytes' 4-bit layers run on `device`: tried on a 64 x 64 layer, since CPU
-    support depends on the version and the build."""
+    """Raise RuntimeError unless bitsandbytes' 4-bit layers run on `device` and compute what they merge into: a 64 x 96
+    layer (quantize_linear) in train mode with gradients and in eval mode without must both equal x @ W.T with W its
+    dequantized weight (to 1e-5), since CPU support and CPU code paths depend on the version, build and CPU."""
     bnb = require_bnb()
+    g = torch.Generator().manual_seed(0)
     try:
-        q = bnb.nn.Linear4bit(64, 64, bias=False, compute_dtype=torch.float32, quant_type='nf4')
-        q.weight = bnb.nn.Params4bit(torch.randn(64, 64), requires_grad=False, quant_type='nf4')
-        q.to(device)(torch.randn(2, 64, device=device))
+        q = quantize_linear(nn.Linear(96, 64, bias=False), torch.float32, device)
+        x = torch.randn(3, 96, generator=g).to(device)
+        train_out = q.train()(x.clone().requires_grad_())
+        with torch.no_grad():
+            eval_out = q.eval()(x)
     except Exception as e:
         where = "a CUDA GPU with bitsandbytes" if str(device).startswith('cpu') else "a device bitsandbytes supports"
         raise RuntimeError(f"QLoRA needs {where} (bitsandbytes {bnb.__version__} cannot run 4-bit layers on "
                            f"{device}: {type(e).__name__}: {e}); pip install -U bitsandbytes (>= 0.50 has CPU "
                            f"kernels) or run with qlora=False") from None
+    ref = x @ dequantize_weight(q.weight).float().T
+    err = max((out.detach().float() - ref).abs().max().item() for out in (train_out, eval_out))
+    if err > 1e-5 * max(1.0, ref.abs().max().item()):
+        raise RuntimeError(f"bitsandbytes {bnb.__version__}'s 4-bit layer on {device} does not compute with its own "
+                           f"dequantized weight (off by {err:.2g}): a QLoRA model would not be the one it merges into; "
+                           f"try another bitsandbytes version (pip install -U bitsandbytes) or run with qlora=False")
 
 
 def quantize_linear(lin, compute_dtype, device):
@@ -55,6 +76,7 @@ def quantize_linear(lin, compute_dtype, device):
     bnb = require_bnb()
     q = bnb.nn.Linear4bit(lin.in_features, lin.out_features, bias=lin.bias is not None, compute_dtype=compute_dtype,
                           compress_statistics=True, quant_type='nf4', device='meta')
+    q.support_avx512bf16_for_cpu = False  # no in-place repacking to bf16 at eval (module docstring)
     q.weight = bnb.nn.Params4bit(lin.weight.data.float(), requires_grad=False, compress_statistics=True,
                                  quant_type='nf4', blocksize=64)
     if lin.bias is not None:
@@ -107,8 +129,13 @@ def quantized_bytes(model):
 
 
 def dequantize_weight(w):
-    """A Params4bit weight -> its float weight (out_features, in_features), in the layer's compute dtype."""
+    """A Params4bit weight -> its float weight (out_features, in_features), in the layer's compute dtype. A weight
+    that bitsandbytes repacked for its AVX512-BF16 kernel (a Linear4bit not made by quantize_linear) is unpacked
+    first, in place, by bitsandbytes' own inverse: its block scales were rounded to bf16 by the packing, so it
+    differs from the original by that rounding (~0.2% of a weight)."""
     import bitsandbytes.functional as bnbF
+    if getattr(w.quant_state, 'packing_format_for_cpu', False):
+        w.data, w.quant_state = bnbF._convert_weight_packed_for_cpu_inverse(w.data, w.quant_state)
     return bnbF.dequantize_4bit(w.data, w.quant_state)
 
 

@@ -244,6 +244,62 @@ def test_qlora_trains_adapters_only_and_merges():
 
 
 @needs_bnb
+def test_qlora_eval_computes_as_train_on_avx512_bf16_cpus(monkeypatch):
+    # bitsandbytes' Linear4bit repacks its weight to a bf16 CPU layout at the first eval no-grad forward where the CPU
+    # has AVX512-BF16: pretend every CPU has it (its __init__ reads this), so the test bites on any machine
+    import bitsandbytes.nn.modules as bnb_modules
+    from qlora import dequantize_weight, quantize_model
+    monkeypatch.setattr(bnb_modules, 'has_avx512bf16', lambda: True)
+    model = tiny('llama', n_embd=96)  # SwiGLU width 256 ... and a 96-wide input: not a multiple of 64
+    apply_lora(model, DEFAULT_TARGETS['llama'], r=4, alpha=8)
+    perturb_adapters(model)
+    quantize_model(model, torch.float32, 'cpu')
+    before = {n: dequantize_weight(m.base.weight).clone() for n, m in lora_modules(model)}
+    x = tokens()
+    train_logits = model.train()(x)[0]
+    with torch.no_grad():
+        eval_logits = model.eval()(x)[0]
+        again = model(x)[0]
+    assert not any(getattr(m.base.weight.quant_state, 'packing_format_for_cpu', False) for _, m in lora_modules(model))
+    torch.testing.assert_close(eval_logits, train_logits.detach(), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(again, eval_logits, atol=0, rtol=0)
+    assert all(torch.equal(dequantize_weight(m.base.weight), before[n]) for n, m in lora_modules(model))
+
+
+@needs_bnb
+def test_qlora_check_device_refuses_a_layer_that_computes_otherwise(monkeypatch):
+    # a 4-bit layer whose eval forward is not x @ dequantized(W).T (here: bitsandbytes' packed bf16 path, forced on)
+    import bitsandbytes.nn.modules as bnb_modules
+    import qlora
+    made = qlora.quantize_linear
+
+    def packing_layer(lin, compute_dtype, device):
+        q = made(lin, compute_dtype, device)
+        q.support_avx512bf16_for_cpu = True
+        return q
+    monkeypatch.setattr(bnb_modules, 'has_avx512bf16', lambda: True)
+    monkeypatch.setattr(qlora, 'quantize_linear', packing_layer)
+    with pytest.raises(RuntimeError, match='bitsandbytes'):
+        qlora.check_device('cpu')
+    monkeypatch.setattr(qlora, 'quantize_linear', made)
+    qlora.check_device('cpu')
+
+
+@needs_bnb
+def test_dequantize_weight_unpacks_a_weight_packed_by_bitsandbytes():
+    import bitsandbytes.functional as bnbF
+    from qlora import dequantize_weight, quantize_linear
+    torch.manual_seed(0)
+    q = quantize_linear(torch.nn.Linear(128, 64, bias=False), torch.float32, 'cpu')
+    w = dequantize_weight(q.weight).clone()
+    q.weight.data, q.weight.quant_state = bnbF._convert_weight_packed_for_cpu(q.weight.data, q.weight.quant_state)
+    assert (bnbF.dequantize_4bit(q.weight.data, q.weight.quant_state) - w).abs().max() > 0.1 * w.abs().max()
+    back = dequantize_weight(q.weight)  # the packing rounded the block scales to bf16: within that rounding
+    assert (back - w).abs().max() < 0.005 * w.abs().max()
+    assert not q.weight.quant_state.packing_format_for_cpu
+
+
+@needs_bnb
 @pytest.mark.parametrize('kind', ['llama', 'rwkv7'])
 def test_adamw8bit_trains_with_the_models_groups(kind):
     from qlora import adamw8bit
@@ -332,6 +388,34 @@ def test_train_lora_from_a_run_and_resume_exactly(data_dir):
             m.lora_B.copy_(sd.pop(f'base_model.model.model.{n}.lora_B.weight'))
     assert not sd
     torch.testing.assert_close(back.eval()(tokens())[0], plain(tokens())[0], atol=1e-5, rtol=1e-5)
+
+
+@needs_bnb
+def test_train_qlora_on_the_shakespeare_config_merges_into_what_it_trained(data_dir):
+    # the README's QLoRA command's shapes (config/shakespeare_char.py: SwiGLU width 352, not a multiple of 64), with
+    # evals; the merged best.pt must compute what the quantized base + the saved adapters compute
+    cfg = dict(block_size=64, vocab_size=320, n_layer=4, n_head=4, n_kv_head=2, n_embd=128)
+    base = Llama(LlamaConfig(**cfg))
+    os.makedirs(data_dir / 'base_sc')
+    torch.save({'model': base.state_dict(), 'model_type': 'llama', 'model_args': dataclasses.asdict(base.config),
+                'tokenizer': get_tokenizer('byte').state(), 'iter_num': 0}, data_dir / 'base_sc' / 'best.pt')
+    p = run(os.path.join(ROOT, 'config', 'shakespeare_char.py'), '--data_dir=d', '--init_from=base_sc', '--lora_r=8',
+            '--qlora', '--optim=adamw8bit', '--out_dir=qsc', '--max_iters=6', '--eval_interval=3', '--eval_iters=2',
+            '--learning_rate=1e-2', '--warmup_iters=0', cwd=data_dir)
+    assert 'QLoRA: 28 linear layers in NF4' in p.stdout
+    from qlora import quantize_model
+    best = torch.load(data_dir / 'qsc' / 'best.pt', weights_only=False)
+    merged = Llama(LlamaConfig(**best['model_args']))
+    merged.load_state_dict(best['model'])
+    adapted = Llama(LlamaConfig(**cfg))
+    adapted.load_state_dict(base.state_dict())
+    apply_lora(adapted, best['merged_lora']['targets'], best['merged_lora']['r'], best['merged_lora']['alpha'])
+    quantize_model(adapted, torch.float32, 'cpu')
+    load_adapter(str(data_dir / 'qsc' / 'adapter.safetensors'), adapted)
+    assert any(m.lora_B.abs().max() > 0 for _, m in lora_modules(adapted))  # the adapters trained
+    x = torch.randint(0, 320, (2, 64), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(merged.eval()(x)[0], adapted.eval()(x)[0], atol=1e-4, rtol=1e-4)
 
 
 @needs_bnb
