@@ -38,17 +38,20 @@ import torch.nn.functional as F
 import bench_perf
 import chat
 from bench_perf import MEMORY_MODES, model_class, table
-from configurator import ConfigError, configure, pick_device
+from checkpoint import find_checkpoint
+from configurator import ConfigError, configure, pick_device, set_threads
 from gsm8k_eval import (  # noqa: F401 (bench.score_gsm8k and the rest stay importable from here)
     COT_SHOTS, FIGURES, FLEX, STOPS, custom_answer, custom_match, extract_gsm8k, fewshot_texts, judge_gsm8k,
     judge_samples, lm_eval_match, official_extract, regex_filter, score_gsm8k, vote, wilson)
 
 # -----------------------------------------------------------------------------
-task = 'wkv'              # wkv | generate | speed | gsm8k | gsm_synth | custom | accuracy (= gsm8k) | perplexity |
-                          # curves | distill | all (perplexity, gsm8k with --data, speed, curves)
+task = 'gsm_synth'        # gsm_synth | gsm8k | custom | accuracy (= gsm8k) | perplexity | curves | distill | all
+                          # (perplexity, gsm8k with --data, speed, curves); performance: speed | generate | wkv | memory
 out_dir = ''              # a run: its checkpoint is evaluated; results go there (bench.jsonl, one jsonl per eval)
-ckpt = ''                 # checkpoint file in out_dir; '' = best.pt if there is one, else ckpt.pt
+ckpt = ''                 # '' = out_dir's best.pt if there is one, else its ckpt.pt; a file name in out_dir; a path to a
+                          # checkpoint file; or hf:<folder or hub id> | llama2c:<file.bin>
 device = 'auto'
+threads = 0               # torch's CPU threads; 0 = PyTorch's default (one per core)
 seed = 1337
 # evaluation: gsm8k, gsm_synth, custom, distill
 data = ''                 # jsonl of {question, answer} ('' = openai/gsm8k online; gsm_synth: the run's test.jsonl or
@@ -107,9 +110,10 @@ def record(name, rec):
 
 
 def load_run(path, name=''):
-    """(model, tokenizer, checkpoint dict) of a run's `name` (default best.pt if present, else ckpt.pt), in eval mode
-    on `device`. LoRA runs: best.pt holds the merged model. name 'hf:<folder or hub id>' or 'llama2c:<file.bin>': a
-    pretrained model (Llama.from_pretrained, context --block_size or the model's) with its own tokenizer; path may
+    """(model, tokenizer, checkpoint dict) of the checkpoint that `name` names for the run folder `path`
+    (checkpoint.find_checkpoint: '' = best.pt if present, else ckpt.pt; a name in path; a path to a file), in eval
+    mode on `device`. LoRA runs: best.pt holds the merged model. name 'hf:<folder or hub id>' or 'llama2c:<file.bin>':
+    a pretrained model (Llama.from_pretrained, context --block_size or the model's) with its own tokenizer; path may
     then be ''. Raises ConfigError when there is nothing to load."""
     from tokenizer import get_tokenizer, pretrained_tokenizer, tokenizer_from_state
     if name.startswith(('hf:', 'llama2c:')):
@@ -122,11 +126,12 @@ def load_run(path, name=''):
             raise ConfigError(f"cannot load {name}: {e}") from None
         return model.eval().to(device), tok, {'path': name, 'model_type': 'llama', 'iter_num': 'pretrained',
                                               'model_args': dataclasses.asdict(model.config), 'config': {}}
-    if not path:
-        raise ConfigError("no checkpoint: set --out_dir to a trained run")
-    name = name or ('best.pt' if os.path.isfile(os.path.join(path, 'best.pt')) else 'ckpt.pt')
-    if not os.path.isfile(os.path.join(path, name)):
-        raise ConfigError(f"no checkpoint {os.path.join(path, name)}: set --out_dir to a trained run (or --ckpt)")
+    if not path and not name:
+        raise ConfigError("no checkpoint: set --out_dir to a trained run (or --ckpt to a checkpoint file)")
+    try:
+        path, name = os.path.split(find_checkpoint(path, name))
+    except FileNotFoundError as e:
+        raise ConfigError(str(e)) from None
     try:
         ck = torch.load(os.path.join(path, name), map_location='cpu', weights_only=False)
     except Exception as e:  # a text file, a truncated or foreign file: whatever torch.load raises
@@ -501,7 +506,7 @@ def bench_speed(train=True):
     """Training tokens/s, MFU and peak memory, then prefill/decode tokens/s at each of `contexts` (bench_perf.speed)
     of out_dir's model, else --config's (a train.py config file), else a random one of the shape flags.
     train=False: generation only (task generate)."""
-    if out_dir and any(os.path.isfile(os.path.join(out_dir, f)) for f in ('best.pt', 'ckpt.pt')):
+    if ckpt or out_dir and any(os.path.isfile(os.path.join(out_dir, f)) for f in ('best.pt', 'ckpt.pt')):
         model, _, ck = load_run(out_dir, ckpt)
         cfg = ck.get('config', {})
         name, kind, args, sd, bsz, blk = out_dir, ck['model_type'], ck['model_args'], model.state_dict(), \
@@ -540,8 +545,8 @@ def bench_memory():
             n_layer=n_layer, n_embd=n_embd, n_head=n_head, n_kv_head=n_kv_head, vocab_size=vocab_size)
         return print(json.dumps(bench_perf.memory_step(memory_mode, shape, device=device, seed=seed, batch=batch,
                                                        block=block)))
-    flags = [f'--{k}={globals()[k]}' for k in ('device', 'seed', 'memory_preset', 'n_layer', 'n_embd', 'n_head',
-                                                'n_kv_head', 'vocab_size', 'block_size', 'train_batch')]
+    flags = [f'--{k}={globals()[k]}' for k in ('device', 'threads', 'seed', 'memory_preset', 'n_layer', 'n_embd',
+                                                'n_head', 'n_kv_head', 'vocab_size', 'block_size', 'train_batch')]
     res = {}
     for mode in MEMORY_MODES:
         p = subprocess.run([sys.executable, os.path.abspath(__file__), '--task=memory', f'--memory_mode={mode}',
@@ -583,6 +588,7 @@ if __name__ == '__main__':
     try:
         configure(globals(), verbose=False)
         device = pick_device(device)
+        print(f"bench.py: {set_threads(threads)} threads, device {device}", file=sys.stderr)
         main(task)
     except ConfigError as e:
         print(f"bench.py: error: {e}", file=sys.stderr)

@@ -306,3 +306,9 @@ def memory_report(res, *, device, batch, block):
           f"peak: {ratio:.1%} of full fine-tuning's (goal <= 40%: {met(ratio <= 0.4)})")
     return {'device': device, 'batch': batch, 'block': block, 'nf4_bytes_per_weight': nf4,
             'adamw8bit_state_bytes_per_trainable': st8, 'qlora8_over_full': ratio, 'results': res}
+
+
+if __name__ == '__main__':  # a library of bench.py's: say where its tasks run instead of exiting silently
+    print(f"bench_perf.py: error: this file holds bench.py's performance tasks; run them with python bench.py "
+          f"{' '.join(sys.argv[1:]) or '--task=speed'}", file=sys.stderr)
+    sys.exit(1)

@@ -63,6 +63,28 @@ def prompt(tok, question, system=SYSTEM_PROMPT, history=()):
     return ids + tok.encode('<|im_start|>assistant\n')
 
 
+def fit_prompt(tok, question, budget, system=SYSTEM_PROMPT, history=()):
+    """prompt() within `budget` tokens (a model's context less the room for its reply): the system prompt and the
+    latest question are kept, the oldest turns of `history` are dropped first; if the system prompt and the question
+    alone are too long, the question's start is cut (its end and the assistant header stay; a system prompt longer
+than the budget is kept whole, so ids may still exceed it). Returns (ids, note):
+    note None when nothing was dropped, else a one-line account of what was, for the user (stderr)."""
+    history = list(history)
+    ids = prompt(tok, question, system, history)
+    dropped = 0
+    while len(ids) > budget and history:
+        history, dropped = history[2:], dropped + 1  # a user turn and its reply
+        ids = prompt(tok, question, system, history)
+    if len(ids) <= budget:
+        return ids, dropped and f"the {dropped} oldest exchange(s) of the chat dropped to fit the context of {budget}"
+    head, q = render(tok, [], system)[0] + tok.encode('<|im_start|>user\n'), tok.encode(question)
+    tail = tok.encode('<|im_end|>') + tok.encode('\n') + tok.encode('<|im_start|>assistant\n')
+    keep = max(budget - len(head) - len(tail), 0)
+    return head + q[len(q) - keep:] + tail, (f"the question cut from {len(q)} to its last {keep} tokens (after the "
+                                             f"system prompt) to fit the context of {budget}"
+                                             + (f"; {dropped} earlier exchange(s) dropped" if dropped else ''))
+
+
 def final_answer(text):
     """The answer after the last '**Final Answer:**' of a reply, up to the end of its line or <|im_end|>; numbers are
     normalised ('1,234' -> '1234', '$5' -> '5', '7.00' -> '7', a final period dropped). None if there is none."""

@@ -67,11 +67,13 @@ def _parse_value(raw):
 def configure(g, argv=None, verbose=True):
     """Apply config files and `--key=value` overrides from `argv` (default sys.argv[1:]) to the globals `g`.
 
-    Returns the effective config as a dict {key: value} of JSON-able values. Raises ConfigError on an unknown
-    key, a type mismatch, a missing config file or a malformed argument.
+    Returns the effective config as a dict {key: value} of JSON-able values; verbose prints one line, the config
+    files and the keys that differ from the defaults. Raises ConfigError on an unknown key, a type mismatch, a
+    missing config file or a malformed argument.
     """
     argv = sys.argv[1:] if argv is None else argv
     keys = config_keys(g)
+    defaults, files = {k: g[k] for k in keys}, []
     for arg in argv:
         if not arg.startswith('--'):
             if not os.path.isfile(arg):
@@ -86,8 +88,7 @@ def configure(g, argv=None, verbose=True):
                     continue
                 _check_key(k, keys)
                 g[k] = _coerce(k, v, g[k])
-            if verbose:
-                print(f"config: {arg}")
+            files.append(arg)
         else:
             if '=' not in arg and isinstance(g.get(arg[2:]), bool):
                 arg += '=True'  # a bare --flag switches a boolean on
@@ -99,9 +100,22 @@ def configure(g, argv=None, verbose=True):
             value = raw if isinstance(default, str) else _parse_value(raw)
             g[k] = _coerce(k, value, default)
     config = {k: g[k] for k in keys}
-    if verbose:
-        print(json.dumps(config, indent=None))
+    if verbose:  # only what differs from the script's defaults: the run's config.json and checkpoints hold it all
+        changed = {k: v for k, v in config.items() if v != defaults[k]}
+        print(f"config{''.join(' ' + f for f in files)}: {json.dumps(changed) if changed else 'the defaults'}")
     return config
+
+
+def set_threads(threads):
+    """The `threads` key of every script: threads > 0 sets torch's intra-op threads (torch.set_num_threads), 0 keeps
+    PyTorch's default (one per core). With another heavy job on the same cores, the default threads spin-wait on
+    each other (OpenMP): give each job its own. Returns the number of threads torch now uses; ConfigError if < 0."""
+    import torch
+    if threads < 0:
+        raise ConfigError(f"threads must be 0 (PyTorch's default) or more, got {threads}")
+    if threads:
+        torch.set_num_threads(threads)
+    return torch.get_num_threads()
 
 
 def pick_device(device):

@@ -18,15 +18,17 @@ import sys
 import torch
 
 import chat
-from configurator import ConfigError, configure, pick_device
+from checkpoint import find_checkpoint
+from configurator import ConfigError, configure, pick_device, set_threads
 from tokenizer import tokenizer_from_state
 
 # -----------------------------------------------------------------------------
 out_dir = 'out'
-ckpt = ''               # checkpoint file in out_dir; '' = best.pt if there is one, else ckpt.pt; or a pretrained
-                        # model: hf:<folder or hub id> | llama2c:<file.bin> (Llama.from_pretrained, its own tokenizer)
+ckpt = ''               # '' = out_dir's best.pt if there is one, else its ckpt.pt; a file name in out_dir; a path to
+                        # a checkpoint file; or a pretrained model: hf:<folder or hub id> | llama2c:<file.bin>
+                        # (Llama.from_pretrained, with its own tokenizer)
 start = '\n'            # prompt: a string, or FILE:path to read it from a file
-num_samples = 2
+num_samples = 2         # at temperature 0 one (greedy samples are all the same)
 max_new_tokens = 500
 temperature = 0.8       # 0 = greedy
 top_k = 200             # 0 = off
@@ -36,6 +38,7 @@ device = 'auto'
 stream = True           # print tokens as they are generated
 mode = 'generate'       # 'generate' | 'reasoning' | 'chat'
 system_prompt = chat.SYSTEM_PROMPT
+threads = 0             # torch's CPU threads; 0 = PyTorch's default (one per core)
 # -----------------------------------------------------------------------------
 
 
@@ -47,6 +50,7 @@ def fail(msg):
 try:
     configure(globals(), verbose=False)
     device = pick_device(device)
+    print(f"sample.py: {set_threads(threads)} threads, device {device}", file=sys.stderr)
     if mode not in ('generate', 'reasoning', 'chat'):
         raise ConfigError(f"mode must be generate, reasoning or chat, not '{mode}'")
     if temperature < 0 or not 0 < top_p <= 1 or top_k < 0 or num_samples < 1 or max_new_tokens < 1:
@@ -61,11 +65,12 @@ try:
                 start = f.read()
         except UnicodeDecodeError as e:
             raise ConfigError(f"prompt file '{start[5:]}' is not UTF-8 text ({e}); convert it, e.g. iconv -t utf-8")
-except ConfigError as e:
+    path = find_checkpoint(out_dir, ckpt)
+except (ConfigError, FileNotFoundError) as e:
     fail(str(e))
-name = ckpt or ('best.pt' if os.path.isfile(os.path.join(out_dir, 'best.pt')) else 'ckpt.pt')
-if name.startswith(('hf:', 'llama2c:')):  # --ckpt=hf:<folder or hub id> | llama2c:<file.bin>: with its own tokenizer
-    path = name
+if temperature == 0 and num_samples > 1:
+    num_samples = 1
+if path.startswith(('hf:', 'llama2c:')):  # --ckpt=hf:<folder or hub id> | llama2c:<file.bin>: with its own tokenizer
     from model_llama import Llama, resolve_pretrained
     from tokenizer import get_tokenizer, pretrained_tokenizer
     try:
@@ -75,9 +80,6 @@ if name.startswith(('hf:', 'llama2c:')):  # --ckpt=hf:<folder or hub id> | llama
         fail(f"cannot load {path}: {e}")
     checkpoint = {'model_type': 'llama', 'iter_num': 'pretrained'}
 else:
-    path = os.path.join(out_dir, name)
-    if not os.path.isfile(path):
-        fail(f"no checkpoint {path}: train first (python train.py ...) or set --out_dir")
     try:
         checkpoint = torch.load(path, map_location='cpu', weights_only=False)
     except Exception as e:  # a truncated zip, a text file, a foreign pickle: whatever torch.load cannot read
@@ -127,20 +129,34 @@ def complete(ids, shown_text=''):
     return text[len(tok.decode(ids)):]
 
 
-def fit(ids):
-    """The last tokens of ids that leave room for max_new_tokens in a Llama's context, but never less than half of it
-    (a long reply runs past block_size, see Llama.generate_stream). RWKV-7 has no limit."""
+def budget():
+    """The prompt tokens that leave room for max_new_tokens in a Llama's context, but never less than half of it (a long
+    reply runs past block_size, see Llama.generate_stream). RWKV-7 has no limit (its state is recurrent): None."""
     L = model.config.block_size
-    return ids[-max(L - max_new_tokens, L // 2):] if checkpoint['model_type'] == 'llama' else ids
+    return max(L - max_new_tokens, L // 2) if checkpoint['model_type'] == 'llama' else None
+
+
+def fit(question, history=()):
+    """The chat prompt of question (after history) within budget(): the system prompt and the question kept, the
+    oldest turns dropped first (chat.fit_prompt); says on stderr what was dropped."""
+    ids, note = chat.fit_prompt(tok, question, budget() or float('inf'), system_prompt, history)
+    if note:
+        print(f"sample.py: {note}", file=sys.stderr)
+    return ids
 
 
 if mode == 'generate':
+    ids = ([] if tok.bos_id is None else [tok.bos_id]) + tok.encode(start) or [tok.eot_id]
+    if budget() and len(ids) > budget():  # the start of the text makes way for the reply
+        print(f"sample.py: the prompt's {len(ids)} tokens cut to their last {budget()} to leave room for "
+              f"max_new_tokens={max_new_tokens} in the context of {model.config.block_size}", file=sys.stderr)
+        ids, start = ids[-budget():], tok.decode(ids[-budget():])
     for k in range(num_samples):
-        complete(fit(tok.encode(start) or [tok.eot_id]), start)
+        complete(ids, start)
         print('---------------')
 elif mode == 'reasoning':
     for k in range(num_samples):
-        reply = complete(fit(chat.prompt(tok, start, system_prompt)))
+        reply = complete(fit(start))
         print(f"\nFinal answer: {chat.final_answer(reply)}")
         print('---------------')
 else:
@@ -154,5 +170,5 @@ else:
         if question == 'exit':
             break
         if question:
-            reply = complete(fit(chat.prompt(tok, question, system_prompt, history)))
+            reply = complete(fit(question, history))
             history += [{'role': 'user', 'content': question}, {'role': 'assistant', 'content': reply}]

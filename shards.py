@@ -12,6 +12,7 @@ draw_by_length).
 import glob
 import json
 import os
+import re
 
 import numpy as np
 
@@ -68,12 +69,22 @@ def read_shard(path):
     return np.memmap(path, dtype=dtype, mode='r', offset=HEADER_INTS * 4, shape=(int(header[2]),))
 
 
+def prepare_command(data_dir):
+    """The prepare.py command that writes `data_dir` when it has prepare.py's default name data/<dataset>_<tokenizer
+    tag> ('data/gsm_synth_sp512' -> 'python prepare.py --dataset=gsm_synth --tokenizer=sp:512'), else an example."""
+    m = re.fullmatch(r'(?:\./)?data/([\w.-]+?)_(sp\d+|byte|gpt2)', data_dir.rstrip('/'))
+    if not m:
+        return "e.g. python prepare.py --dataset=shakespeare --tokenizer=byte --data_dir=" + data_dir
+    tokenizer = f"sp:{m[2][2:]}" if m[2].startswith('sp') else m[2]
+    return f"python prepare.py --dataset={m[1]} --tokenizer={tokenizer}"
+
+
 def load_meta(data_dir):
     """The data folder's meta.json as a dict. Raises DataError if the folder or file is missing."""
     path = os.path.join(data_dir, 'meta.json')
     if not os.path.isfile(path):
         raise DataError(f"no prepared data in '{data_dir}' ({path} missing): run prepare.py first, "
-                        f"e.g. python prepare.py --dataset=shakespeare --tokenizer=byte, or set --data_dir")
+                        f"{prepare_command(data_dir)}, or set --data_dir")
     try:
         with open(path) as f:
             return json.load(f)

@@ -29,6 +29,7 @@ import math
 import os
 import random
 import re
+import shutil
 import signal
 import sys
 import time
@@ -37,7 +38,8 @@ from contextlib import nullcontext
 import numpy as np
 import torch
 
-from configurator import ConfigError, configure, pick_device
+from checkpoint import find_checkpoint
+from configurator import ConfigError, configure, pick_device, set_threads
 from shards import DataError, draw_by_length, length_bands, load_meta, load_split, pack_examples, read_shard
 from tokenizer import get_tokenizer
 
@@ -119,6 +121,8 @@ dtype = 'auto'              # 'auto' (bf16 on GPUs that have it, else fp16; fp32
 compile = False             # torch.compile the model
 grad_checkpoint = False     # recompute activations in backward (less memory, ~30% slower)
 fsdp = False                # under torchrun: shard weights, gradients and optimizer state (FSDP2) instead of DDP
+threads = 0                 # torch's CPU threads per process; 0 = PyTorch's default (one per core; give each of two
+                            # jobs on the same cores its own, or they spin-wait on each other)
 seed = 1337
 # -----------------------------------------------------------------------------
 
@@ -150,7 +154,10 @@ def leave(code):
 
 
 def on_uncaught(kind, e, tb):
-    """Out of GPU memory is a config problem, not a bug: say which keys lower memory instead of a traceback."""
+    """A run that dies before its first checkpoint leaves no out_dir it created. Out of GPU memory is a config
+    problem, not a bug: say which keys lower memory instead of a traceback."""
+    if globals().get('made_out_dir') and not any(f.endswith('.pt') for f in os.listdir(out_dir)):
+        shutil.rmtree(out_dir, ignore_errors=True)
     if not issubclass(kind, torch.OutOfMemoryError):
         return sys.__excepthook__(kind, e, tb)
     print(f"train.py: error: out of memory on {device} ({str(e).splitlines()[0]}). Lower the memory a step needs "
@@ -162,7 +169,11 @@ def on_uncaught(kind, e, tb):
 
 sys.excepthook = on_uncaught
 try:
-    config = configure(globals())
+    defaults = dict(globals())
+    config = configure(globals(), verbose=False)
+    files = ''.join(' ' + a for a in sys.argv[1:] if not a.startswith('--'))
+    print(f"train.py: {set_threads(threads)} threads; config{files} (what differs from the defaults): "
+          f"{json.dumps({k: v for k, v in config.items() if v != defaults[k]})}")
     # test hooks (test_train.py): a pause in each write of ckpt.pt before the rename; NaN losses at these iterations
     # (once each: after a rollback they train)
     _save_pause = float(os.environ.get('TRAIN_SAVE_PAUSE', 0))
@@ -303,8 +314,10 @@ if init_from == 'resume':
           + ("; so do the LoRA settings and the base model" if lora_run else ''))
 base_from = lora_run['base']['init_from'] if lora_run else init_from
 if base_from not in ('scratch', 'resume') and not base_from.startswith(PRETRAINED):  # another run's out_dir
-    name = lora_run['base']['file'] if lora_run else \
-        'best.pt' if os.path.isfile(os.path.join(base_from, 'best.pt')) else 'ckpt.pt'
+    try:  # a LoRA run's base is the file it was trained on; else best.pt if present, else ckpt.pt
+        name = lora_run['base']['file'] if lora_run else os.path.basename(find_checkpoint(base_from))
+    except FileNotFoundError:
+        name = 'ckpt.pt'
     if not os.path.isfile(os.path.join(base_from, name)):
         fail(f"init_from='{base_from}' has no {'best.pt or ckpt.pt' if not lora_run else name}: train that run first"
              + (" (it is the base model of this LoRA run)" if lora_run else ''))
@@ -657,6 +670,9 @@ def save(name, with_state):
                         lr_factor=lr_factor)
         path = os.path.join(out_dir, name)
         try:
+            with open(os.path.join(out_dir, 'config.json.tmp'), 'w') as f:  # the config of the checkpoints beside it
+                json.dump(config, f, indent=2)
+            os.replace(os.path.join(out_dir, 'config.json.tmp'), os.path.join(out_dir, 'config.json'))
             with open(path + '.tmp', 'wb') as f:
                 torch.save(ckpt, f)
                 f.flush()
@@ -724,11 +740,11 @@ if eval_only:
         torch.distributed.barrier()
     leave(0)
 if master_process:
+    made_out_dir = not os.path.isdir(out_dir)  # removed again if the run dies before its first checkpoint
     try:
         os.makedirs(out_dir, exist_ok=True)
-        with open(os.path.join(out_dir, 'config.json.tmp'), 'w') as f:
-            json.dump(config, f, indent=2)
-        os.replace(os.path.join(out_dir, 'config.json.tmp'), os.path.join(out_dir, 'config.json'))
+        if not os.access(out_dir, os.W_OK):
+            raise PermissionError("not writable")
     except OSError as e:
         fail(f"cannot write into out_dir '{out_dir}': {e}")
     if wandb_log:
