@@ -300,6 +300,34 @@ def test_dequantize_weight_unpacks_a_weight_packed_by_bitsandbytes():
 
 
 @needs_bnb
+def test_adamw8bit_against_torch_adamw():
+    # on this CPU's code path: 32-bit moments (< 4096 elements) are AdamW itself; 8-bit moments (block-wise, 256
+    # levels) move the weights by what AdamW would to a few percent
+    from qlora import adamw8bit
+    for n, tol in ((2048, 2e-5), (8192, 0.06)):  # 2e-5: fp32 rounding of weights ~1 (eps 1.2e-7)
+        torch.manual_seed(0)
+        w0 = torch.randn(n)
+        a, b = torch.nn.Parameter(w0.clone()), torch.nn.Parameter(w0.clone())
+        ref = torch.optim.AdamW([a], lr=1e-2, betas=(0.9, 0.95), weight_decay=0.1)
+        opt = adamw8bit([{'params': [b], 'weight_decay': 0.1}], 1e-2, (0.9, 0.95), 'cpu')
+        g = torch.Generator().manual_seed(1)
+        for _ in range(5):
+            a.grad = torch.randn(n, generator=g)
+            b.grad = a.grad.clone()
+            ref.step()
+            opt.step()
+        assert (a - b).abs().max() < tol * (a - w0).abs().max(), n
+
+
+@needs_bnb
+def test_bitsandbytes_import_is_quiet():
+    # on AVX512-BF16 CPUs bitsandbytes warns at import that it cannot fetch a hub kernel of the path qlora turns off
+    p = subprocess.run([sys.executable, '-c', 'import qlora; qlora.require_bnb()'], cwd=ROOT, capture_output=True,
+                       text=True, timeout=120)
+    assert p.returncode == 0 and 'kernels-community' not in p.stderr + p.stdout, p.stderr
+
+
+@needs_bnb
 @pytest.mark.parametrize('kind', ['llama', 'rwkv7'])
 def test_adamw8bit_trains_with_the_models_groups(kind):
     from qlora import adamw8bit
