@@ -48,8 +48,8 @@ from gsm8k_eval import (  # noqa: F401 (bench.score_gsm8k and the rest stay impo
 task = 'gsm_synth'        # gsm_synth | gsm8k | custom | accuracy (= gsm8k) | perplexity | curves | distill | all
                           # (perplexity, gsm8k with --data, speed, curves); performance: speed | generate | wkv | memory
 out_dir = ''              # a run: its checkpoint is evaluated; results go there (bench.jsonl, one jsonl per eval)
-ckpt = ''                 # '' = out_dir's best.pt if there is one, else its ckpt.pt; a file name in out_dir; a path to a
-                          # checkpoint file; or hf:<folder or hub id> | llama2c:<file.bin>
+ckpt = ''                 # '' = out_dir's best.pt if there is one, else its ckpt.pt; a file name in out_dir; a path
+                          # to a checkpoint file; or hf:<folder or hub id> | llama2c:<file.bin>
 device = 'auto'
 threads = 0               # torch's CPU threads; 0 = PyTorch's default (one per core)
 seed = 1337
