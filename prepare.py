@@ -22,7 +22,9 @@ to token shards plus parallel loss-mask shards (mask_train_000.bin) and example 
     python prepare.py --dataset=gsm8k --source=path/to/gsm8k              # train.jsonl + test.jsonl
     python prepare.py --format=chat --dataset=my_chats.jsonl --skip_bad   # messages / Alpaca / CoT TSV / ...
 
-Re-running with the same arguments does nothing; another tokenizer into a folder that has data is refused.
+Re-running with the same arguments does nothing; another tokenizer into a folder that has data is refused. The data
+is written into a temp folder beside data_dir (.<name>.prepare-new) that replaces data_dir only when complete, so a
+run that fails or is interrupted leaves data_dir as it was (swap_in, recover).
 """
 
 import glob
@@ -31,6 +33,7 @@ import multiprocessing as mp
 import os
 import re
 import shutil
+import signal
 import sys
 import urllib.request
 
@@ -87,6 +90,8 @@ RECIPES = {  # name -> (where it comes from, text field, the source's val split)
 CHAT_RECIPES = ('gsm8k', 'gsm_synth')
 DEFAULT_TOKENIZER = {'gsm_synth': 'sp:1024', 'shakespeare': 'byte'}  # small vocabularies for small data; else gpt2
 EXTENSIONS = ('.txt', '.json', '.jsonl', '.parquet')
+# the entries of a data folder that prepare.py writes (and train.py globs): a re-run drops them, keeps all else
+OWN = re.compile(r'meta\.json|tokenizer\.(model|json)|test\.jsonl|(mask_|idx_)?(train|val)_.*\.(bin|npy)|.*\.tmp')
 
 
 def fail(msg):
@@ -95,12 +100,18 @@ def fail(msg):
 
 
 def local_files(path):
-    """The readable files at a path: itself, or every file with a known extension below a folder, sorted."""
+    """The readable files at a path: itself, or every file with a known extension below a folder, sorted. Raises
+    DataError for a folder without such files or a file of another kind (a .tsv: chat data, named as such)."""
     if os.path.isdir(path):
-        files = sorted(p for p in glob.glob(os.path.join(path, '**', '*'), recursive=True) if p.endswith(EXTENSIONS))
+        found = glob.glob(os.path.join(path, '**', '*'), recursive=True)
+        files = sorted(p for p in found if p.endswith(EXTENSIONS))
         if not files:
-            raise DataError(f"folder '{path}' has no {'/'.join(EXTENSIONS)} files")
+            raise DataError(f"folder '{path}' has no {'/'.join(EXTENSIONS)} files" + (
+                "; its .tsv files hold chat data: add --format=chat" if any(p.endswith('.tsv') for p in found) else ''))
         return files
+    if path.endswith('.tsv'):  # chat.read_records reads it as question, answer, rationale columns
+        raise DataError(f"cannot read '{path}' as text: a .tsv file holds chat data (question, answer, rationale "
+                        f"columns): add --format=chat")
     if not path.endswith(EXTENSIONS):
         raise DataError(f"cannot read '{path}': use a {'/'.join(EXTENSIONS)} file or a folder of them")
     return [path]
@@ -173,13 +184,77 @@ def download(url, path):
     return path
 
 
+# -----------------------------------------------------------------------------
+# replacing a data folder: the new data is written into side(target, 'new'), then swapped in by two renames
+def side(target, kind):
+    """The temp ('new') or backup ('old') folder beside target: same parent, so renames stay on one filesystem."""
+    return os.path.join(os.path.dirname(target), f".{os.path.basename(target)}.prepare-{kind}")
+
+
+def recover(target):
+    """Clean up after a run that was killed (SIGKILL, power loss) before it could: remove its temp folder; if it died
+    between swap_in's two renames, move the old data back (target missing) or finish deleting it (target present)."""
+    old = side(target, 'old')
+    if os.path.isdir(old) and not os.path.exists(target):
+        os.rename(old, target)
+        print(f"restored '{target}' from '{old}', left by a run that was killed while replacing it")
+    for path in (old, side(target, 'new')):
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def carry_over(old, new):
+    """Hard-link (or copy) into folder `new` what folder `old` (if any) holds besides prepared data (OWN): a user's
+    files, a downloaded source. What the new run wrote wins over an entry of the same name."""
+    def link(src, dst):
+        try:
+            os.link(src, dst, follow_symlinks=False)
+        except OSError:  # no hard links here (another filesystem below, FAT, ...)
+            shutil.copy2(src, dst, follow_symlinks=False)
+    for name in os.listdir(old) if os.path.isdir(old) else []:
+        src, dst = os.path.join(old, name), os.path.join(new, name)
+        if OWN.fullmatch(name) or os.path.lexists(dst):
+            continue
+        if os.path.isdir(src) and not os.path.islink(src):
+            shutil.copytree(src, dst, symlinks=True, copy_function=link)
+        else:
+            link(src, dst)
+
+
+def fsync_path(path):
+    if os.name == 'posix' or os.path.isfile(path):  # folders cannot be opened for fsync on Windows
+        fd = os.open(path, os.O_RDONLY)
+        os.fsync(fd)
+        os.close(fd)
+
+
+def swap_in(new, target):
+    """Replace folder target by folder new (beside it): fsync new's files and folders, rename target to the backup,
+    new to target. A crash between the renames leaves no target and both folders beside it: recover() puts the old
+    data back. The caller deletes the backup. Raises OSError; target is then as it was."""
+    for d, _, files in os.walk(new):
+        for path in [os.path.join(d, f) for f in files if not os.path.islink(os.path.join(d, f))] + [d]:
+            fsync_path(path)
+    old = side(target, 'old')
+    if os.path.exists(target):
+        os.rename(target, old)
+    try:
+        os.rename(new, target)
+    except BaseException:
+        if os.path.exists(old) and not os.path.exists(target):
+            os.rename(old, target)
+        raise
+    fsync_path(os.path.dirname(target))
+
+
+# -----------------------------------------------------------------------------
 def documents(which):
     """Yield (split, text) for every document of the source: split is 'train' or 'val'."""
     where, name = source or dataset, dataset
     if dataset in RECIPES and not source:
         where = RECIPES[dataset][0]
-        if where.startswith('https://'):
-            where = download(where, os.path.join(data_dir, os.path.basename(where)))
+        if where.startswith('https://'):  # kept in the data folder by an earlier run, else downloaded into the new one
+            cached = os.path.join(data_dir, os.path.basename(where))
+            where = cached if os.path.isfile(cached) else download(where, os.path.join(_tmp, os.path.basename(where)))
     if os.path.exists(where):
         files = local_files(where)
         docs = (d for f in files for d in read_local(f))
@@ -211,9 +286,11 @@ def encode_doc(item):
     return sp, np.array([_tok.eot_id] + _tok.encode(text, special=False), dtype=_dtype)
 
 
-def init_worker(state, dtype):
+def init_worker(state, dtype, worker=False):
     global _tok, _dtype
     _tok, _dtype = tokenizer_from_state(state), dtype
+    if worker:  # Ctrl-C: the main process stops the pool and cleans up, without a traceback from every worker
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def chat_records():
@@ -279,19 +356,20 @@ def chat_texts():
             yield re.sub('|'.join(re.escape(t) for t in SPECIAL_TOKENS), '', text)
 
 
-def write_chat(tok, args, meta_path):
-    """Render every conversation to (ids, mask) and write token shards, parallel mask shards (mask_*.bin, same
-    format) and example indexes (idx_*.npy: start, length, difficulty per example; examples never span shards).
-    Held-out problems go to test.jsonl ({'question', 'answer'}) for accuracy evaluation."""
+def write_chat(tok, args, folder):
+    """Render every conversation to (ids, mask) and write into `folder` token shards, parallel mask shards
+    (mask_*.bin, same format) and example indexes (idx_*.npy: start, length, difficulty per example; examples never
+    span shards). Held-out problems go to test.jsonl ({'question', 'answer'}) for accuracy evaluation. Returns (meta,
+    a summary line); raises DataError for a malformed record (without skip_bad) or no training examples."""
     out = {sp: {'ids': [], 'mask': [], 'idx': [], 'shard': 0, 'examples': 0, 'tokens': 0} for sp in ('train', 'val')}
     files, bad, test = [], 0, []
 
     def flush(sp):
         o = out[sp]
         name = f"{sp}_{o['shard']:03d}"
-        write_shard(os.path.join(data_dir, name + '.bin'), np.array(o['ids']), tok.vocab_size)
-        write_shard(os.path.join(data_dir, f"mask_{name}.bin"), np.array(o['mask']), tok.vocab_size)
-        np.save(os.path.join(data_dir, f"idx_{name}.npy"), np.array(o['idx'], dtype=np.int64).reshape(-1, 3))
+        write_shard(os.path.join(folder, name + '.bin'), np.array(o['ids']), tok.vocab_size)
+        write_shard(os.path.join(folder, f"mask_{name}.bin"), np.array(o['mask']), tok.vocab_size)
+        np.save(os.path.join(folder, f"idx_{name}.npy"), np.array(o['idx'], dtype=np.int64).reshape(-1, 3))
         files.extend([name + '.bin', f"mask_{name}.bin"])
         o.update(ids=[], mask=[], idx=[], shard=o['shard'] + 1)
 
@@ -325,7 +403,7 @@ def write_chat(tok, args, meta_path):
         if out[sp]['ids']:
             flush(sp)
     if test:
-        with open(os.path.join(data_dir, 'test.jsonl'), 'w') as f:
+        with open(os.path.join(folder, 'test.jsonl'), 'w') as f:
             f.writelines(json.dumps(r) + '\n' for r in test)
     version, dtype = dtype_for_vocab(tok.vocab_size)
     meta = {'tokenizer': tokenizer, 'vocab_size': tok.vocab_size, 'eot_id': tok.eot_id, 'format': 'chat',
@@ -333,15 +411,13 @@ def write_chat(tok, args, meta_path):
             'train_tokens': out['train']['tokens'], 'val_tokens': out['val']['tokens'],
             'train_examples': out['train']['examples'], 'val_examples': out['val']['examples'],
             'test_examples': len(test), 'skipped_bad': bad, 'files': sorted(files), 'args': args}
-    with open(meta_path + '.tmp', 'w') as f:
-        json.dump(meta, f, indent=2)
-    os.replace(meta_path + '.tmp', meta_path)
-    print(f"wrote {meta['train_examples']:,} train / {meta['val_examples']:,} val examples ({meta['train_tokens']:,} / "
-          f"{meta['val_tokens']:,} tokens), {len(test):,} test problems, {bad} bad records skipped, to {data_dir}")
+    return meta, (f"wrote {meta['train_examples']:,} train / {meta['val_examples']:,} val examples "
+                  f"({meta['train_tokens']:,} / {meta['val_tokens']:,} tokens), {len(test):,} test problems, {bad} bad "
+                  f"records skipped, to {data_dir}")
 
 
 def main():
-    global data_dir, text_field, val_split, format, tokenizer, _created
+    global data_dir, text_field, val_split, format, tokenizer, _created, _tmp
     format = 'chat' if dataset in CHAT_RECIPES else format
     tokenizer = tokenizer or DEFAULT_TOKENIZER.get(dataset, 'gpt2')
     if format not in ('text', 'chat'):
@@ -391,6 +467,8 @@ def main():
         args['synth_version'] = gsm_synth.VERSION
     if os.path.exists(data_dir) and not os.path.isdir(data_dir):
         raise ConfigError(f"data_dir '{data_dir}' is a file, not a folder: choose another --data_dir")
+    target = os.path.realpath(data_dir)  # a symlink to a folder: the folder it points to is replaced, the link stays
+    recover(target)
     meta_path = os.path.join(data_dir, 'meta.json')
     if os.path.exists(meta_path):
         try:
@@ -416,14 +494,16 @@ def main():
                 return
             except (DataError, FileNotFoundError) as e:
                 print(f"re-preparing: {e}")
-        os.remove(meta_path)  # from here until the new meta.json, the folder is not a finished dataset
-    _created = data_dir  # the outermost folder that makedirs creates: removed again if this run fails
-    while os.path.dirname(_created) and not os.path.exists(os.path.dirname(_created)):
+    # everything is written into a temp folder beside data_dir that replaces it only when complete (swap_in): until
+    # then data_dir is untouched, and a run that fails removes the temp folder and the parents it made (__main__)
+    parent = os.path.dirname(target)
+    _created = parent  # the outermost folder that makedirs creates
+    while not os.path.exists(os.path.dirname(_created)):
         _created = os.path.dirname(_created)
-    _created = '' if os.path.exists(data_dir) else _created
-    os.makedirs(data_dir, exist_ok=True)
-    for f in glob.glob(os.path.join(data_dir, '*_[0-9][0-9][0-9].*')):
-        os.remove(f)
+    _created = '' if os.path.exists(parent) else _created
+    os.makedirs(parent, exist_ok=True)
+    _tmp = side(target, 'new')
+    os.mkdir(_tmp)
 
     if tokenizer.startswith('sp:'):
         n = int(tokenizer[3:])
@@ -437,16 +517,28 @@ def main():
                 total += len(d)
                 if total >= sp_train_chars:
                     break
-        train_sentencepiece(sample(), n, os.path.join(data_dir, 'tokenizer.model'))
+        train_sentencepiece(sample(), n, os.path.join(_tmp, 'tokenizer.model'))
     elif tokenizer.startswith('hf:'):  # keep a copy of tokenizer.json with the data, so the folder is self-contained
-        shutil.copyfile(hf_tokenizer_file(tokenizer[3:]), os.path.join(data_dir, 'tokenizer.json'))
-    elif tokenizer.endswith('.model'):  # keep a copy with the data, so the folder is self-contained
-        copy = os.path.join(data_dir, 'tokenizer.model')
-        if not os.path.exists(copy) or not os.path.samefile(tokenizer, copy):
-            shutil.copyfile(tokenizer, copy)
-    tok = get_tokenizer(tokenizer, data_dir)
+        shutil.copyfile(hf_tokenizer_file(tokenizer[3:]), os.path.join(_tmp, 'tokenizer.json'))
+    elif tokenizer.endswith('.model'):  # keep a copy with the data (also of data_dir's own copy, read before the swap)
+        shutil.copyfile(tokenizer, os.path.join(_tmp, 'tokenizer.model'))
+    tok = get_tokenizer(tokenizer, _tmp)
     if format == 'chat':
-        return write_chat(tok, args, meta_path)
+        meta, summary = write_chat(tok, args, _tmp)
+    else:
+        meta, summary = write_text(tok, args, _tmp)
+    with open(os.path.join(_tmp, 'meta.json'), 'w') as f:
+        json.dump(meta, f, indent=2)
+    carry_over(target, _tmp)
+    swap_in(_tmp, target)
+    _tmp = _created = ''  # the new data is data_dir now: a failure from here on must not remove it
+    shutil.rmtree(side(target, 'old'), ignore_errors=True)
+    print(summary)
+
+
+def write_text(tok, args, folder):
+    """Tokenize every document (in num_proc processes) and write train_*.bin / val_*.bin shards of shard_size tokens
+    into `folder`. Returns (meta, a summary line); raises DataError for an empty train or val split."""
     version, dtype = dtype_for_vocab(tok.vocab_size)
 
     buffers, counts, files, ndocs = {'train': [], 'val': []}, {'train': 0, 'val': 0}, [], {'train': 0, 'val': 0}
@@ -454,29 +546,31 @@ def main():
 
     def flush(sp):
         name = f"{sp}_{shard_idx[sp]:03d}.bin"
-        write_shard(os.path.join(data_dir, name), np.concatenate(buffers[sp]), tok.vocab_size)
+        write_shard(os.path.join(folder, name), np.concatenate(buffers[sp]), tok.vocab_size)
         files.append(name)
         buffers[sp], filled[sp] = [], 0
         shard_idx[sp] += 1
 
     nproc = num_proc or os.cpu_count()
-    pool = mp.Pool(nproc, initializer=init_worker, initargs=(tok.state(), dtype)) if nproc > 1 else None
+    pool = mp.Pool(nproc, initializer=init_worker, initargs=(tok.state(), dtype, True)) if nproc > 1 else None
     init_worker(tok.state(), dtype)
     results = pool.imap(encode_doc, documents('all'), chunksize=16) if pool else map(encode_doc, documents('all'))
-    with tqdm(desc=f"tokenizing ({tokenizer})", unit='tok', unit_scale=True) as bar:
-        for sp, ids in results:
-            ndocs[sp] += 1
-            counts[sp] += len(ids)
-            bar.update(len(ids))
-            while len(ids):  # a document may span two shards, as in llm.c
-                take = ids[:shard_size - filled[sp]]
-                buffers[sp].append(take)
-                filled[sp] += len(take)
-                ids = ids[len(take):]
-                if filled[sp] == shard_size:
-                    flush(sp)
-    if pool:
-        pool.close()
+    try:
+        with tqdm(desc=f"tokenizing ({tokenizer})", unit='tok', unit_scale=True) as bar:
+            for sp, ids in results:
+                ndocs[sp] += 1
+                counts[sp] += len(ids)
+                bar.update(len(ids))
+                while len(ids):  # a document may span two shards, as in llm.c
+                    take = ids[:shard_size - filled[sp]]
+                    buffers[sp].append(take)
+                    filled[sp] += len(take)
+                    ids = ids[len(take):]
+                    if filled[sp] == shard_size:
+                        flush(sp)
+    finally:  # also on an error or Ctrl-C: no worker outlives the run
+        if pool:
+            pool.terminate()
     if not counts['train']:
         raise DataError(f"dataset '{dataset}' gave no training text: is the source empty?")
     if val_fraction > 0 and not counts['val']:
@@ -489,21 +583,22 @@ def main():
             'dtype': np.dtype(dtype).name, 'version': version, 'train_tokens': counts['train'],
             'val_tokens': counts['val'], 'train_docs': ndocs['train'], 'val_docs': ndocs['val'],
             'files': sorted(files), 'args': args}
-    with open(meta_path + '.tmp', 'w') as f:
-        json.dump(meta, f, indent=2)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(meta_path + '.tmp', meta_path)
-    print(f"wrote {counts['train']:,} train and {counts['val']:,} val tokens ({ndocs['train']:,} + {ndocs['val']:,} "
-          f"documents, {meta['dtype']}, vocab {tok.vocab_size}) to {data_dir}")
+    return meta, (f"wrote {counts['train']:,} train and {counts['val']:,} val tokens ({ndocs['train']:,} + "
+                  f"{ndocs['val']:,} documents, {meta['dtype']}, vocab {tok.vocab_size}) to {data_dir}")
 
 
 if __name__ == '__main__':
-    _created = ''
+    _created = _tmp = ''
     try:
         config = configure(globals())
         main()
-    except (ConfigError, DataError, OSError, ValueError) as e:  # ValueError: from the tokenizer (an unknown spec,
-        if _created:                                             # an sp:N too small for the data)
-            shutil.rmtree(_created, ignore_errors=True)
+    except BaseException as e:  # any failure, Ctrl-C included: data_dir stays as it was, the new folders go
+        for path in (_tmp, _created):
+            if path:
+                shutil.rmtree(path, ignore_errors=True)
+        if isinstance(e, KeyboardInterrupt):
+            print('prepare.py: interrupted' + (f": '{data_dir}' is as it was" if _tmp else ''), file=sys.stderr)
+            sys.exit(130)
+        if not isinstance(e, (ConfigError, DataError, OSError, ValueError)):  # ValueError: from the tokenizer (an
+            raise                                                             # unknown spec, sp:N too small)
         fail(str(e))

@@ -175,6 +175,8 @@ CASES = [
      "). Offline? Pass a local copy: --source=path/to/file", {'env': OFFLINE}),
     ('prepare.py', 'folder without data files', ['--dataset=emptydir'], "folder 'emptydir' has no", {}),
     ('prepare.py', 'file of another kind', ['--dataset=foo.csv'], "cannot read 'foo.csv': use a .txt/", {}),
+    ('prepare.py', '.tsv without --format=chat', ['--dataset=qa.tsv'], "a .tsv file holds chat data (question, "
+     "answer, rationale columns): add --format=chat", {}),
     ('prepare.py', 'non-UTF-8 .txt', ['--dataset=latin.txt'], "latin.txt is not UTF-8 text", {}),
     ('prepare.py', 'non-UTF-8 .jsonl', ['--dataset=latin.jsonl'], "latin.jsonl is not UTF-8 text", {}),
     ('prepare.py', 'non-UTF-8 .json', ['--dataset=latin.json'], "latin.json is not UTF-8 text", {}),
@@ -219,6 +221,9 @@ CASES = [
      "unknown config key 'temprature'. Did you mean: temperature", {}),
     ('sample.py', 'missing out_dir', ['--out_dir=nowhere'], "no checkpoint nowhere/ckpt.pt: train first", {}),
     ('sample.py', 'missing checkpoint file', ['--ckpt=missing.pt'], "no checkpoint run/missing.pt", {}),
+    ('sample.py', 'missing checkpoint path', ['--ckpt=elsewhere/best.pt'],
+     "no checkpoint elsewhere/best.pt (nor run/elsewhere/best.pt): train first", {}),
+    ('sample.py', 'negative threads', ['--threads=-1'], "threads must be 0 (PyTorch's default) or more, got -1", {}),
     ('sample.py', 'a text file as checkpoint', ['--out_dir=notckpt'],
      "cannot read notckpt/ckpt.pt (UnpicklingError: ", {}),
     ('sample.py', 'truncated checkpoint', ['--out_dir=trunc'], "cannot read trunc/ckpt.pt (", {}),
@@ -241,6 +246,9 @@ CASES = [
 
     ('bench.py', 'unknown task', ['--task=nope'], "unknown task 'nope'", {}),
     ('bench.py', 'missing out_dir', ['--out_dir=nowhere'], "no checkpoint nowhere/ckpt.pt", {}),
+    ('bench.py', 'missing checkpoint path', ['--out_dir=', '--ckpt=/nowhere/best.pt'],
+     "no checkpoint /nowhere/best.pt: train first", {}),
+    ('bench.py', 'negative threads', ['--threads=-1'], "threads must be 0 (PyTorch's default) or more, got -1", {}),
     ('bench.py', 'missing --data', ['--data=missing.jsonl'], "--data='missing.jsonl' not found", {}),
     ('bench.py', 'malformed jsonl line', ['--data=broken_q.jsonl'], "broken_q.jsonl:2: malformed JSON", {}),
     ('bench.py', 'record without question/answer', ['--data=noq.jsonl'],
@@ -290,7 +298,7 @@ def results(tmp_path_factory):
     tmp = tmp_path_factory.mktemp('errors')
     files = {'ok.txt': b'hello world\n', 'latin.txt': b'caf\xe9 au lait\n', 'latin.json': b'[{"text": "\xff"}]',
              'latin.jsonl': b'{"text": "a"}\n{"text": "\xff"}\n', 'empty.txt': b'', 'empty.jsonl': b'',
-             'bad.parquet': b'not parquet', 'foo.csv': b'a,b\n', 'list.jsonl': b'[1, 2]\n', 'afile': b'x\n',
+             'bad.parquet': b'not parquet', 'foo.csv': b'a,b\n', 'qa.tsv': b'q\ta\tr\n', 'list.jsonl': b'[1, 2]\n', 'afile': b'x\n',
              'broken.jsonl': b'{"text": "ok"}\n{"text": \n', 'stories.jsonl': b'{"story": "once"}\n',
              'good_q.jsonl': b'{"question": "1 + 1?", "answer": "#### 2"}\n',
              'two_q.jsonl': b'{"question": "1 + 1?", "answer": "#### 2"}\n{"question": "2 + 2?", "answer": "#### 4"}\n',
