@@ -15,7 +15,6 @@ import inspect
 import json
 import math
 import os
-import shutil
 import struct
 from dataclasses import dataclass
 
@@ -545,8 +544,8 @@ def read_llama2c(path, block_size=None):
 def export_hf(model, out_dir, tokenizer_files=None):
     """Write `model` as a Hugging Face folder that transformers' AutoModelForCausalLM.from_pretrained loads: config.json
     (LlamaForCausalLM, or Qwen2ForCausalLM when qkv_bias) and model.safetensors (the parameters' dtype; a tied head
-    not stored, as Hugging Face does). tokenizer_files: paths to copy, or {file name: bytes}. Returns out_dir. Raises
-    ValueError for a model with other parameters than a plain Llama's (LoRA adapters: merge them first)."""
+    not stored, as Hugging Face does); tokenizer_files: {file name: bytes}. Returns out_dir. Raises ValueError, before
+    writing anything, for a model with other parameters than a plain Llama's (LoRA adapters: merge them first)."""
     from safetensors.torch import save_file
     cfg, sd = model.config, dict(model.state_dict())
     with torch.device('meta'):
@@ -556,45 +555,54 @@ def export_hf(model, out_dir, tokenizer_files=None):
                          f"{sorted(set(sd) ^ plain)[:5]}; merge LoRA adapters first (lora.merge_lora)")
     if cfg.tie_embeddings:
         del sd['lm_head.weight']
-    dtype = next(iter(sd.values())).dtype
     arch, model_type = ('Qwen2ForCausalLM', 'qwen2') if cfg.qkv_bias else ('LlamaForCausalLM', 'llama')
     config = dict(architectures=[arch], model_type=model_type, vocab_size=cfg.vocab_size, hidden_size=cfg.n_embd,
                   intermediate_size=cfg.intermediate_size, num_hidden_layers=cfg.n_layer,
                   num_attention_heads=cfg.n_head, num_key_value_heads=cfg.n_kv_head, hidden_act='silu',
                   max_position_embeddings=cfg.block_size, rms_norm_eps=cfg.norm_eps, rope_theta=cfg.rope_theta,
-                  rope_scaling=cfg.rope_scaling, tie_word_embeddings=cfg.tie_embeddings,
-                  torch_dtype=str(dtype).removeprefix('torch.'), use_cache=True)
-    if cfg.qkv_bias:
-        config.update(use_sliding_window=False, sliding_window=None, max_window_layers=cfg.n_layer)
-    else:
-        config.update(head_dim=cfg.n_embd // cfg.n_head, attention_bias=False, mlp_bias=False)
+                  rope_scaling=cfg.rope_scaling, tie_word_embeddings=cfg.tie_embeddings, use_cache=True,
+                  torch_dtype=str(next(iter(sd.values())).dtype).removeprefix('torch.'),
+                  **(dict(use_sliding_window=False, sliding_window=None, max_window_layers=cfg.n_layer) if cfg.qkv_bias
+                     else dict(head_dim=cfg.n_embd // cfg.n_head, attention_bias=False, mlp_bias=False)))
     os.makedirs(out_dir, exist_ok=True)
     save_file({(k if k == 'lm_head.weight' else 'model.' + k): v.detach().cpu().contiguous() for k, v in sd.items()},
               os.path.join(out_dir, 'model.safetensors'), metadata={'format': 'pt'})
-    with open(os.path.join(out_dir, 'config.json'), 'w') as f:
-        json.dump(config, f, indent=2)
-    for name in tokenizer_files or []:
-        if isinstance(tokenizer_files, dict):
-            with open(os.path.join(out_dir, name), 'wb') as f:
-                f.write(tokenizer_files[name])
-        else:
-            shutil.copyfile(name, os.path.join(out_dir, os.path.basename(name)))
+    for name, data in {'config.json': json.dumps(config, indent=2).encode(), **(tokenizer_files or {})}.items():
+        with open(os.path.join(out_dir, name), 'wb') as f:
+            f.write(data)
     return out_dir
 
 
 def export_checkpoint(path, out_dir):
     """A train.py checkpoint of a Llama (a LoRA run's merged best.pt too) -> export_hf, with the tokenizer files that
-    AutoTokenizer reads (tokenizer.hf_files). Raises ValueError for anything else (a LoRA run's ckpt.pt)."""
+    AutoTokenizer reads (tokenizer.hf_files), all built before out_dir is touched. Raises OSError (no file; out_dir a
+    file), ValueError (an RWKV-7 run, a LoRA run's ckpt.pt, an unreadable file, a tokenizer hf_files cannot write)."""
     from tokenizer import hf_files
-    ck = torch.load(path, map_location='cpu', weights_only=False)
-    if not isinstance(ck, dict) or ck.get('model_type') != 'llama' or 'lora' in ck:
-        raise ValueError(f"{path} is not a train.py checkpoint of a full Llama (LoRA runs: export best.pt, or the "
-                         f"base and a PEFT adapter with python lora.py <run> <folder>)")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"no checkpoint {path}: give a train.py checkpoint, e.g. out-run/best.pt")
+    try:
+        ck = torch.load(path, map_location='cpu', weights_only=False)
+    except Exception as e:  # a truncated zip, a text file, a foreign pickle: whatever torch.load cannot read
+        raise ValueError(f"cannot read {path} ({type(e).__name__}): damaged, or no train.py checkpoint") from None
+    kind = ck.get('model_type') if isinstance(ck, dict) else None
+    if kind != 'llama' or 'lora' in ck or not {'model', 'model_args'} <= ck.keys():
+        raise ValueError(f"{path} holds an RWKV-7 model, which transformers cannot run: only Llama runs export"
+                         if kind == 'rwkv7' else f"{path} is not a train.py checkpoint of a full Llama (LoRA runs: "
+                         f"export best.pt, or the base and a PEFT adapter with python lora.py <run> <folder>)")
     model = Llama(LlamaConfig(**ck['model_args']))
-    model.load_state_dict(ck['model'])
+    model.load_state_dict(ck['model'])  # RuntimeError: missing or misshapen weights
     return export_hf(model, out_dir, hf_files(ck['tokenizer']) if ck.get('tokenizer') else None)
 
 
 if __name__ == '__main__':  # python model_llama.py out-run/best.pt out-run-hf: a run as a Hugging Face folder
     import sys
-    print(f"wrote {export_checkpoint(*sys.argv[1:3])}")
+    args, usage = sys.argv[1:], 'usage: python model_llama.py <train.py checkpoint, e.g. out-run/best.pt> <folder>'
+    if args in (['-h'], ['--help']):
+        sys.exit(print(usage))
+    try:
+        if len(args) != 2:
+            raise ValueError(f"expected 2 arguments, got {len(args)} ({usage})")
+        print(f"wrote {export_checkpoint(*args)}")
+    except (OSError, ValueError, RuntimeError) as e:
+        print(f"model_llama.py: error: {e}".replace('\n', '\\n'), file=sys.stderr)
+        sys.exit(1)

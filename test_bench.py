@@ -303,7 +303,9 @@ def test_cli_errors_are_one_line(tmp_path):
                       (['--task=gsm8k', f'--out_dir={tmp_path}', '--data=x.jsonl'], 'no checkpoint')):
         p = subprocess.run([sys.executable, os.path.join(ROOT, 'bench.py'), *args], capture_output=True, text=True,
                            cwd=tmp_path, timeout=120)
-        assert p.returncode == 1 and msg in p.stderr and p.stderr.count('\n') == 1, p.stderr
+        lines = p.stderr.splitlines()  # the first says the threads it runs on, then one error line
+        assert p.returncode == 1 and lines[0].startswith('bench.py: ') and ' threads, device ' in lines[0], p.stderr
+        assert len(lines) == 2 and lines[1].startswith('bench.py: error: ') and msg in lines[1], p.stderr
 
 
 def test_perplexity_text_and_chat_shards(run, monkeypatch, tmp_path, capsys):

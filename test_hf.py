@@ -21,7 +21,7 @@ import torch
 import chat
 from lora import DEFAULT_TARGETS, LoRAError, apply_lora, lora_modules, save_peft
 from model_llama import Llama, LlamaConfig, config_from_hf, export_checkpoint, export_hf, rope_tables
-from tokenizer import EOT, get_tokenizer, pretrained_tokenizer, tokenizer_from_state
+from tokenizer import EOT, get_tokenizer, hf_files, pretrained_tokenizer, tokenizer_from_state, train_sentencepiece
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
 STORIES = os.path.join(ROOT, '..', 'shared', 'data', 'llama2c', 'stories260K')
@@ -453,6 +453,102 @@ def test_export_tokenizer_loads_in_autotokenizer(tmp_path, bos):
     assert ids_of(at.apply_chat_template(sys_msgs)) == chat.render(tok, MESSAGES, system='Be brief.')[0]
 
 
+CORPUS = ["Once upon a time, a little fox ran over the hill. It's 12 o'clock, the 345 dogs said: don't!"] * 30
+TEXTS = ['Hello world', '  two leading spaces,   three inside and trailing  ', 'lines\n\n  indented\n\ttab',
+         'digits 0123456789 3.14 1,000,000', 'é 東京 🙂 naïve Ωmega ☃', "it's we'll I'm!'s  X\n\n23", '', ' ', '\n',
+         '<|im_start|>user\nthe fox 東京<|im_end|>\n<|im_start|>assistant\n<think>\n1+1\n</think>\n2<|im_end|><|pad|>']
+
+
+def any_tokenizer(kind, tmp_path):
+    """byte, gpt2, sp (prepare.py's sp:N), sp_llama (a SentencePiece BPE as llama2.c's and Llama 2's: dummy prefix,
+    extra whitespace removed, <s> that the model is trained with) or hf (a tokenizer.json whose template adds <s>)."""
+    if kind == 'gpt2':
+        try:
+            return get_tokenizer('gpt2')
+        except ValueError as e:  # offline with no tiktoken cache
+            pytest.skip(f"GPT-2 BPE files unavailable (set TIKTOKEN_CACHE_DIR): {e}")
+    if kind == 'sp':
+        train_sentencepiece(CORPUS, 300, str(tmp_path / 'tokenizer.model'))
+        return get_tokenizer('sp:300', str(tmp_path))
+    if kind == 'sp_llama':
+        import sentencepiece as spm
+        spm.SentencePieceTrainer.train(sentence_iterator=iter(CORPUS), model_prefix=str(tmp_path / 'llama'),
+                                       model_type='bpe', vocab_size=300, byte_fallback=True, character_coverage=1.0,
+                                       normalization_rule_name='identity', split_digits=True, minloglevel=2)
+        return get_tokenizer(str(tmp_path / 'llama.model'))
+    if kind == 'hf':
+        return get_tokenizer('hf:' + make_tokenizer_json(tmp_path / 'tok.json', ['<unk>', '<s>', '</s>'], bos='<s>')[0])
+    return get_tokenizer('byte')
+
+
+@needs_transformers
+@pytest.mark.parametrize('kind', ['byte', 'gpt2', 'sp', 'sp_llama', 'hf'])
+def test_export_of_every_tokenizer_loads_in_transformers(tmp_path, kind):
+    tok = any_tokenizer(kind, tmp_path)
+    assert (tok.bos_id is not None) == (kind in ('sp_llama', 'hf'))  # prepare.py's sp:N: trained without <s>
+    model = tiny(vocab_size=64 * math.ceil(tok.vocab_size / 64), block_size=64)
+    torch.save({'model_type': 'llama', 'model_args': vars(model.config), 'model': model.state_dict(),
+                'tokenizer': tok.state()}, tmp_path / 'best.pt')
+    out = str(export_checkpoint(str(tmp_path / 'best.pt'), str(tmp_path / 'hf')))
+    at = transformers.AutoTokenizer.from_pretrained(out)
+    ours = get_tokenizer('hf:' + out)  # our own loader of the folder (pretrained_tokenizer picks tokenizer.json)
+    assert pretrained_tokenizer(out) == 'hf:' + os.path.join(out, 'tokenizer.json') and ours.bos_id == tok.bos_id
+    assert (at.eos_token_id, at.bos_token_id, at.pad_token_id) == (tok.eot_id, tok.bos_id, tok.special['<|pad|>'])
+    for text in TEXTS + ([EOT + 'x'] if kind in ('byte', 'gpt2') else []):  # sp's <|endoftext|> is our alias of </s>
+        ids = tok.encode(text)
+        assert at(text, add_special_tokens=False).input_ids == ids == ours.encode(text), text
+        assert at(text).input_ids == ([] if tok.bos_id is None else [tok.bos_id]) + ids
+        if '<' not in text or kind != 'sp_llama':  # its decoder strips the dummy prefix once, not after each special
+            assert at.decode(ids) == tok.decode(ids) == ours.decode(ids), text
+    if kind == 'sp_llama':  # unknown characters fall back to bytes, in both
+        assert 0 not in tok.encode('ψ 🦊') and at('ψ 🦊', add_special_tokens=False).input_ids == tok.encode('ψ 🦊')
+    else:  # (chat.render encodes piece by piece: with a dummy prefix, each would start with '▁', unlike the template)
+        assert at(at.apply_chat_template(MESSAGES, tokenize=False), add_special_tokens=False).input_ids == \
+            chat.render(tok, MESSAGES)[0]
+    prompt = ([] if tok.bos_id is None else [tok.bos_id]) + tok.encode('Once upon a time, 東京')
+    hf = transformers.AutoModelForCausalLM.from_pretrained(out).eval()
+    hf.generation_config.eos_token_id = None  # ours does not stop: compare all 12 tokens
+    ref = hf.generate(torch.tensor([prompt]), max_new_tokens=12, do_sample=False, pad_token_id=0)[0].tolist()
+    assert model.generate(torch.tensor([prompt]), 12, temperature=0)[0].tolist() == ref
+
+
+@needs_stories
+@needs_transformers
+def test_stories260k_export_generates_llama2cs_text_in_transformers(tmp_path):
+    path = os.path.join(STORIES, 'stories260K.bin')
+    tok = get_tokenizer(pretrained_tokenizer(path))
+    export_hf(Llama.from_pretrained(path), str(tmp_path / 'hf'), hf_files(tok.state()))
+    at = transformers.AutoTokenizer.from_pretrained(str(tmp_path / 'hf'))
+    x = at('Once upon a time', return_tensors='pt').input_ids
+    assert x[0].tolist() == [tok.bos_id] + tok.encode('Once upon a time') and tok.bos_id == 1  # <s> first, as run.c
+    out = transformers.AutoModelForCausalLM.from_pretrained(str(tmp_path / 'hf')).generate(
+        x, max_new_tokens=256 - x.shape[1] + 1, do_sample=False)
+    assert at.decode(out[0], skip_special_tokens=True) == STORIES_GREEDY
+
+
+def test_export_cli_errors_are_one_line_and_leave_nothing(tmp_path, monkeypatch, capsys):
+    import runpy
+    torch.save({'model_type': 'rwkv7', 'model_args': {}, 'model': {}, 'tokenizer': None}, tmp_path / 'rwkv.pt')
+    (tmp_path / 'text.pt').write_text('not a checkpoint')
+    rwkv, out = str(tmp_path / 'rwkv.pt'), str(tmp_path / 'out')
+    for args, msg in [([rwkv, out], 'RWKV-7'), ([str(tmp_path / 'missing.pt'), out], 'no checkpoint'),
+                      ([str(tmp_path / 'text.pt'), out], 'cannot read'), ([], 'expected 2 arguments, got 0 (usage'),
+                      (['-h'], '')]:
+        monkeypatch.setattr(sys, 'argv', ['model_llama.py'] + args)
+        with pytest.raises(SystemExit) as e:
+            runpy.run_path(os.path.join(ROOT, 'model_llama.py'), run_name='__main__')
+        o, err = capsys.readouterr()
+        if msg:
+            assert e.value.code == 1 and o == '' and err.count('\n') == 1, err
+            assert err.startswith('model_llama.py: error: ') and msg in err, err
+        else:  # --help: the usage, on stdout
+            assert not e.value.code and o.startswith('usage: python model_llama.py') and err == ''
+        assert not os.path.exists(out)
+    p = subprocess.run([sys.executable, os.path.join(ROOT, 'model_llama.py'), rwkv, out], capture_output=True,
+                       text=True, timeout=60)
+    assert p.returncode == 1 and p.stderr.count('\n') == 1 and 'RWKV-7' in p.stderr and not os.path.exists(out)
+
+
 def test_pretrained_tokenizer_finds_the_models_own(tmp_path):
     (tmp_path / 'tokenizer.model').write_bytes(b'')
     assert pretrained_tokenizer(str(tmp_path)) == str(tmp_path / 'tokenizer.model')
@@ -480,8 +576,8 @@ STORIES_GREEDY = (
 def test_stories260k_greedy_matches_llama2c():
     model = Llama.from_pretrained(os.path.join(STORIES, 'stories260K.bin')).eval()
     tok = get_tokenizer(pretrained_tokenizer(os.path.join(STORIES, 'stories260K.bin')))
-    assert model.config.n_embd == 64 and model.config.block_size == 512 and tok.sp.bos_id() == 1
-    out = model.generate(torch.tensor([[1]]), 256, temperature=0)[0, 1:].tolist()  # from BOS, as run.c
+    assert model.config.n_embd == 64 and model.config.block_size == 512 and tok.bos_id == 1  # <s>: sequences start
+    out = model.generate(torch.tensor([[tok.bos_id]]), 256, temperature=0)[0, 1:].tolist()  # from BOS, as run.c
     assert tok.decode(out) == STORIES_GREEDY
     text = open(os.path.join(ROOT, '..', 'shared', 'data', 'tinystories', 'tinystories_val_head.txt')).read()
     ids = tok.encode(text[:20000], special=False)

@@ -5,7 +5,8 @@ Tokenizers shared by prepare.py, train.py, sample.py and bench.py. One spec stri
     byte            raw UTF-8 bytes (ids 0..255) + <|endoftext|> (256) + our special tokens, for char-level runs
     sp:N            a SentencePiece BPE model of N pieces trained on the dataset by prepare.py (specials are
                     control symbols, byte fallback on); saved as tokenizer.model in the data folder
-    path/x.model    an existing SentencePiece model (e.g. Llama 2's tokenizer.model); specials appended after it
+    path/x.model    an existing SentencePiece model (e.g. Llama 2's tokenizer.model); specials appended after it;
+                    `bos_id` its <s>, which such models are trained with (not sp:N's, see below)
     rwkv:path       the RWKV World tokenizer (rwkv_vocab_v20230424.txt): greedy longest byte match, id 0 = end of
                     text, our special tokens at ids 65530..65534 (the model vocabulary is padded to 65536)
     hf:path         a Hugging Face tokenizer.json (a file, a model folder holding one, or a hub id) through the
@@ -63,6 +64,10 @@ class Tokenizer:
                 found = pid != self.sp.unk_id() and self.sp.id_to_piece(pid) == t
                 self.special[t] = pid if found else n + sum(v >= n for v in self.special.values())
             self.vocab_size = max(n, max(self.special.values()) + 1)
+            # a BOS as the model was trained (llama2.c's tok512, Llama 2), but not for prepare.py's sp:N models (our
+            # chat tokens are their pieces): they keep SentencePiece's default <s> yet their runs never saw it
+            ours = all(self.special[t] < n for t in SPECIAL_TOKENS)
+            self.bos_id = self.sp.bos_id() if self.sp.bos_id() >= 0 and not ours else None
         elif kind == 'rwkv':
             self.vocab, self.trie = {}, {}  # id -> bytes; byte trie whose nodes hold their id under the key None
             for n, line in enumerate(blob.decode('utf-8').splitlines(), 1):
@@ -220,31 +225,134 @@ def hf_tokenizer_file(path):
 
 def hf_files(state):
     """{file name: bytes} of a checkpoint's tokenizer `state` for a Hugging Face model folder (model_llama.export_hf),
-    so that transformers' AutoTokenizer reads it and encodes as we do. hf: its tokenizer.json with the special tokens
-    we appended registered as added tokens at our ids, tokenizer_config.json (PreTrainedTokenizerFast; bos, eos =
-    end of text, pad; chat.CHAT_TEMPLATE) and special_tokens_map.json; sp: its tokenizer.model (transformers' Llama
-    tokenizer reads it with Llama's settings, not necessarily ours); any other kind: no tokenizer file. Every kind:
-    generation_config.json (eos = end of text and <|im_end|>, so that transformers' generate stops after a reply)."""
+    so that transformers' AutoTokenizer reads it (no sentencepiece or protobuf needed) and encodes as we do:
+    tokenizer.json (hf: its own; byte, gpt2, sp: built by `tokenizers_json`) with every special token of ours
+    registered as an added token at our id, tokenizer_config.json (PreTrainedTokenizerFast; bos where there is one,
+    eos = end of text, pad; chat.CHAT_TEMPLATE), special_tokens_map.json, generation_config.json (eos = end of text and
+    <|im_end|>, so that transformers' generate stops after a reply); sp: also the original tokenizer.model; rwkv:
+    generation_config.json only (greedy longest match is not written as tokenizer.json). Raises ValueError for a
+    SentencePiece model that tokenizers_json cannot express."""
+    from chat import CHAT_TEMPLATE
     tok = tokenizer_from_state(state)
     gen = {'eos_token_id': [tok.eot_id, tok.special['<|im_end|>']], 'pad_token_id': tok.special['<|pad|>'],
            **({'bos_token_id': tok.bos_id} if tok.bos_id is not None else {})}
-    files = {'generation_config.json': json.dumps(gen, indent=2).encode()}
-    if state['kind'] == 'sp':
-        return {**files, 'tokenizer.model': state['blob']}
-    if state['kind'] != 'hf':
-        return files
-    from chat import CHAT_TEMPLATE
-    js = json.loads(state['blob'])
-    ours = [{'id': i, 'content': t, 'single_word': False, 'lstrip': False, 'rstrip': False, 'normalized': False,
-             'special': True} for t, i in tok.special.items() if tok.hf.id_to_token(i) is None]  # appended by us
-    js['added_tokens'] += ours
-    names = {'eos_token': tok.hf.id_to_token(tok.eot_id), 'pad_token': '<|pad|>',
-             **({'bos_token': tok.hf.id_to_token(tok.bos_id)} if tok.bos_id is not None else {})}
+    if tok.kind == 'rwkv':
+        return {'generation_config.json': json.dumps(gen, indent=2).encode()}
+    from tokenizers import Tokenizer as HFTokenizer
+    js = json.loads(state['blob']) if tok.kind == 'hf' else tokenizers_json(tok)
+    have, token = {t['id'] for t in js['added_tokens']}, HFTokenizer.from_str(json.dumps(js)).id_to_token
+    # ours at our ids: appended ones and the model's own, not our <|endoftext|> alias of another name (Llama's </s>)
+    js['added_tokens'] += [{'id': i, 'content': t, 'single_word': False, 'lstrip': False, 'rstrip': False,
+                            'normalized': False, 'special': True} for t, i in tok.special.items()
+                           if i not in have and token(i) in (None, t)]
+    name = {**{t['id']: t['content'] for t in js['added_tokens']}, **{i: token(i) for i in tok.special.values()
+                                                                       if token(i) is not None}}
+    names = {'eos_token': name[tok.eot_id], 'pad_token': name[tok.special['<|pad|>']],
+             **({'bos_token': name[tok.bos_id]} if tok.bos_id is not None else {})}
     config = {'tokenizer_class': 'PreTrainedTokenizerFast', 'add_bos_token': tok.bos_id is not None,
               'add_eos_token': False, 'clean_up_tokenization_spaces': False, 'chat_template': CHAT_TEMPLATE, **names}
-    return {**files, 'tokenizer.json': json.dumps(js, ensure_ascii=False).encode() if ours else state['blob'],
+    return {'tokenizer.json': json.dumps(js, ensure_ascii=False).encode(),
             'tokenizer_config.json': json.dumps(config, indent=2).encode(),
-            'special_tokens_map.json': json.dumps(names, indent=2).encode()}
+            'special_tokens_map.json': json.dumps(names, indent=2).encode(),
+            'generation_config.json': json.dumps(gen, indent=2).encode(),
+            **({'tokenizer.model': state['blob']} if tok.kind == 'sp' else {})}
+
+
+def _byte_chars():
+    """GPT-2's byte -> printable character map (the ByteLevel alphabet of `tokenizers`), a list indexed by byte."""
+    keep = [*range(33, 127), *range(161, 173), *range(174, 256)]
+    extra = iter(range(256, 512))
+    return [chr(b) if b in keep else chr(next(extra)) for b in range(256)]
+
+
+def _protobuf(buf):
+    """(field number, value) pairs of a protobuf message: int for varints, bytes otherwise. Enough to read a
+    SentencePiece model's trainer and normalizer settings without the protobuf package."""
+    def varint(i):
+        v = shift = 0
+        while True:
+            v, shift, i = v | (buf[i] & 0x7f) << shift, shift + 7, i + 1
+            if buf[i - 1] < 0x80:
+                return v, i
+    i = 0
+    while i < len(buf):
+        key, i = varint(i)
+        n, i = varint(i) if key & 7 == 2 else (0, i)
+        if key & 7 == 0:
+            v, i = varint(i)
+        else:  # length-delimited, fixed 64 or fixed 32 bits
+            n = n if key & 7 == 2 else 8 if key & 7 == 1 else 4
+            v, i = buf[i:i + n], i + n
+        yield key >> 3, v
+
+
+def tokenizers_json(tok):
+    """tokenizer.json (a dict, Hugging Face `tokenizers` format) that encodes and decodes text as Tokenizer `tok`
+    (byte, gpt2 or sp kind) does, special tokens aside (hf_files adds them). byte: ids 0..255 = the bytes
+    (ByteLevel, no merges); gpt2: tiktoken's ranks as a BPE vocabulary, the merges recovered from the ranks, its split
+    regex; sp: the SentencePiece model's pieces (BPE with merges ordered by piece score, or unigram), byte fallback,
+    and its normalizer settings read from the .model file (extra whitespace, dummy prefix, precompiled charsmap);
+    control pieces are added tokens, the BOS put first by the post-processor where `tok.bos_id` is set. Raises
+    ValueError for other kinds or SentencePiece settings it cannot express."""
+    from tokenizers import Regex, Tokenizer as HFTokenizer, decoders, models, normalizers, pre_tokenizers, processors
+    chars, added, hf = _byte_chars(), [], None
+    if tok.kind in ('byte', 'gpt2'):
+        ranks = {bytes([b]): b for b in range(256)} if tok.kind == 'byte' else tok.enc._mergeable_ranks
+        merges = []
+        for t, r in sorted(ranks.items(), key=lambda x: x[1]):
+            parts = [t[i:i + 1] for i in range(len(t))]
+            while len(parts) > 2:  # replay BPE on t with the ranks below r: the last two parts are its merge
+                i = min(range(len(parts) - 1), key=lambda i: ranks.get(parts[i] + parts[i + 1], r))
+                if ranks.get(parts[i] + parts[i + 1], r) >= r:
+                    break
+                parts[i:i + 2] = [parts[i] + parts[i + 1]]
+            if len(parts) == 2:
+                merges.append(tuple(''.join(chars[b] for b in p) for p in parts))
+        vocab = {''.join(chars[b] for b in t): r for t, r in ranks.items()}
+        hf = HFTokenizer(models.BPE(vocab, merges, ignore_merges=True))
+        byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+        hf.pre_tokenizer = byte_level if tok.kind == 'byte' else pre_tokenizers.Sequence(
+            [pre_tokenizers.Split(Regex(tok.enc._pat_str), 'isolated'), byte_level])
+        hf.decoder = decoders.ByteLevel()
+    elif tok.kind == 'sp':
+        fields = list(_protobuf(tok.blob))
+        trainer, norm = ({k: v for f, m in fields if f == n for k, v in _protobuf(m)} for n in (2, 3))
+        model_type, fallback, charsmap = trainer.get(3, 1), bool(trainer.get(35, 0)), norm.get(2, b'')
+        if model_type not in (1, 2) or trainer.get(24, 0) or not norm.get(5, 1):
+            raise ValueError(f"SentencePiece model '{tok.spec}': only BPE and unigram models with escaped, leading "
+                             f"whitespace convert to tokenizer.json")
+        sp, n = tok.sp, tok.sp.get_piece_size()
+        pieces = [sp.id_to_piece(i) for i in range(n)]
+        normal = [not (sp.is_control(i) or sp.is_unknown(i) or sp.is_unused(i) or sp.is_byte(i)) for i in range(n)]
+        if model_type == 2:  # BPE: SentencePiece merges the adjacent pair whose union is the best-scored piece
+            vocab = {p: i for i, p in enumerate(pieces)}
+            merges = sorted(((p[:k], p[k:], -sp.get_score(i)) for i, p in enumerate(pieces) if normal[i]
+                             for k in range(1, len(p)) if p[:k] in vocab and p[k:] in vocab),
+                            key=lambda m: (m[2], vocab[m[0]], vocab[m[1]]))
+            hf = HFTokenizer(models.BPE(vocab, [m[:2] for m in merges], unk_token=pieces[sp.unk_id()],
+                                        byte_fallback=fallback, fuse_unk=True))
+        else:
+            hf = HFTokenizer(models.Unigram([(p, sp.get_score(i)) for i, p in enumerate(pieces)], sp.unk_id(),
+                                            fallback))
+        steps = [normalizers.Precompiled(charsmap)] if charsmap else []
+        if norm.get(4, 1):  # remove_extra_whitespaces: spaces only, not tabs or newlines
+            steps += [normalizers.Replace(Regex(r'\A +| +\z'), ''), normalizers.Replace(Regex(' {2,}'), ' ')]
+        steps += [normalizers.Replace(' ', '\u2581')] + ([normalizers.Prepend('\u2581')] if norm.get(3, 1) else [])
+        hf.normalizer = normalizers.Sequence(steps)
+        hf.decoder = decoders.Sequence([decoders.Replace('\u2581', ' '), decoders.ByteFallback(), decoders.Fuse()]
+                                       + ([decoders.Strip(' ', 1, 0)] if norm.get(3, 1) else []))
+        if tok.bos_id is not None:
+            bos = pieces[tok.bos_id]
+            hf.post_processor = processors.TemplateProcessing(single=f'{bos} $A', pair=f'{bos} $A {bos} $B',
+                                                              special_tokens=[(bos, tok.bos_id)])
+        added = [{'id': i, 'content': p, 'single_word': False, 'lstrip': False, 'rstrip': False,
+                  'normalized': False, 'special': True} for i, p in enumerate(pieces)
+                 if sp.is_control(i) or sp.is_unknown(i)]
+    else:
+        raise ValueError(f"a '{tok.kind}' tokenizer has no tokenizer.json form (use gpt2, byte, sp or hf)")
+    js = json.loads(hf.to_str())
+    js['added_tokens'] = added
+    return js
 
 
 def pretrained_tokenizer(path):
