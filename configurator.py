@@ -10,13 +10,15 @@ which applies, in order, every `config/*.py` file and every `--key=value` given 
 
 A config file is plain Python run in the script's globals. Every key it sets, and every `--key`, must already be
 a global of the script, of the same type (an int is accepted where a float is expected). A mistake is a
-ConfigError that names the key and the closest valid keys, or the expected and given types.
+ConfigError that names the key and the closest valid keys, or the expected and given types. `-h` / `--help` prints
+every key with its default and the comment beside it in the script.
 """
 
 import ast
 import difflib
 import json
 import os
+import re
 import sys
 
 
@@ -73,6 +75,9 @@ def configure(g, argv=None, verbose=True):
     """
     argv = sys.argv[1:] if argv is None else argv
     keys = config_keys(g)
+    if '-h' in argv or '--help' in argv:
+        print(help_text(g, keys))
+        sys.exit(0)
     defaults, files = {k: g[k] for k in keys}, []
     for arg in argv:
         if not arg.startswith('--'):
@@ -104,6 +109,30 @@ def configure(g, argv=None, verbose=True):
         changed = {k: v for k, v in config.items() if v != defaults[k]}
         print(f"config{''.join(' ' + f for f in files)}: {json.dumps(changed) if changed else 'the defaults'}")
     return config
+
+
+def help_text(g, keys):
+    """--help of a script: its docstring's first paragraph, then every config key with its default and the comment
+    written beside it in the script (a comment continued on the lines below included), read from the script's own
+    source (g['__file__']): the globals are the one list of keys."""
+    notes, key = {}, None
+    try:
+        lines = open(g['__file__'], encoding='utf-8').read().splitlines()
+    except (KeyError, OSError):
+        lines = []
+    for line in lines:
+        m = re.match(r'(\w+)\s*=.*?#\s?(.*)$', line)
+        if m and m[1] in keys:
+            key, notes[m[1]] = m[1], m[2].strip()
+        elif key and re.match(r'\s+#', line) and line.index('#') > len(key):  # the comment goes on below
+            notes[key] += ' ' + line.strip()[1:].strip()
+        else:
+            key = None
+    doc = (g.get('__doc__') or '').strip().split('\n\n')[0]
+    width = max(len(f"--{k}={g[k]!r}") for k in keys) if keys else 0
+    rows = [f"  {f'--{k}={g[k]!r}':<{min(width, 40)}}  {notes.get(k, '')}".rstrip() for k in keys]
+    return f"{doc}\n\nusage: python {os.path.basename(g.get('__file__', 'script.py'))} [config/file.py ...] " \
+           f"[--key=value ...]\n\n" + '\n'.join(rows)
 
 
 def set_threads(threads):

@@ -118,3 +118,19 @@ def test_defaults_and_small_errors(tmp):
     p = run('train.py', os.path.join(ROOT, 'config', 'reasoning_rwkv.py'), '--device=cpu', cwd=tmp, check=False)
     assert p.returncode == 1 and 'python prepare.py --dataset=gsm_synth --tokenizer=sp:512' in p.stderr
     assert not os.path.exists(tmp / 'out-reasoning-rwkv')
+
+
+@pytest.mark.parametrize('script', ['train.py', 'sample.py', 'bench.py', 'prepare.py'])
+def test_help_lists_every_key_with_its_default_and_comment(script, tmp_path):
+    import configurator
+    p = run(script, '--help', cwd=tmp_path)
+    assert p.returncode == 0 and not os.listdir(tmp_path) and f'usage: python {script} ' in p.stdout
+    g = {'__file__': os.path.join(ROOT, script)}
+    src = open(g['__file__']).read()
+    banner = '# ' + '-' * 77  # the config globals end at the second banner
+    exec(compile(src[:src.index(banner, src.index(banner) + 1)], script, 'exec'), g)
+    keys = configurator.config_keys(g)
+    assert len(keys) > 8 and all(f"  --{k}={g[k]!r}" in p.stdout for k in keys)
+    line = {'train.py': "--learning_rate=0.0006", 'sample.py': "--temperature=0.8", 'bench.py': "--limit=0",
+            'prepare.py': "--val_fraction=0.1"}[script]
+    assert re.search(re.escape(line) + r' +\S', p.stdout)  # with its comment
