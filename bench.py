@@ -23,7 +23,6 @@ regexes, group selection, regexes_to_ignore and case folding, quirks included) a
 configured from here.
 """
 
-import dataclasses
 import json
 import math
 import os
@@ -37,8 +36,8 @@ import torch.nn.functional as F
 
 import bench_perf
 import chat
-from bench_perf import MEMORY_MODES, model_class, table
-from checkpoint import find_checkpoint
+from bench_perf import MEMORY_MODES, table
+from checkpoint import CheckpointError, find_checkpoint, load_model
 from configurator import ConfigError, configure, pick_device, set_threads
 from gsm8k_eval import (  # noqa: F401 (bench.score_gsm8k and the rest stay importable from here)
     COT_SHOTS, FIGURES, FLEX, STOPS, custom_answer, custom_match, extract_gsm8k, fewshot_texts, judge_gsm8k,
@@ -112,42 +111,15 @@ def record(name, rec):
 def load_run(path, name=''):
     """(model, tokenizer, checkpoint dict) of the checkpoint that `name` names for the run folder `path`
     (checkpoint.find_checkpoint: '' = best.pt if present, else ckpt.pt; a name in path; a path to a file), in eval
-    mode on `device`. LoRA runs: best.pt holds the merged model. name 'hf:<folder or hub id>' or 'llama2c:<file.bin>':
-    a pretrained model (Llama.from_pretrained, context --block_size or the model's) with its own tokenizer; path may
+    mode on `device` (checkpoint.load_model). LoRA runs: best.pt holds the merged model. name 'hf:<folder or hub id>'
+    or 'llama2c:<file.bin>': a pretrained model (context --block_size or the model's) with its own tokenizer; path may
     then be ''. Raises ConfigError when there is nothing to load."""
-    from tokenizer import get_tokenizer, pretrained_tokenizer, tokenizer_from_state
-    if name.startswith(('hf:', 'llama2c:')):
-        from model_llama import Llama, resolve_pretrained
-        try:
-            local = resolve_pretrained(name.split(':', 1)[1])
-            model = Llama.from_pretrained(local, block_size=block_size or None)
-            tok = get_tokenizer(pretrained_tokenizer(local))
-        except (OSError, ValueError) as e:
-            raise ConfigError(f"cannot load {name}: {e}") from None
-        return model.eval().to(device), tok, {'path': name, 'model_type': 'llama', 'iter_num': 'pretrained',
-                                              'model_args': dataclasses.asdict(model.config), 'config': {}}
     if not path and not name:
         raise ConfigError("no checkpoint: set --out_dir to a trained run (or --ckpt to a checkpoint file)")
     try:
-        path, name = os.path.split(find_checkpoint(path, name))
-    except FileNotFoundError as e:
+        return load_model(find_checkpoint(path, name), device, block_size or None)
+    except (FileNotFoundError, CheckpointError) as e:
         raise ConfigError(str(e)) from None
-    try:
-        ck = torch.load(os.path.join(path, name), map_location='cpu', weights_only=False)
-    except Exception as e:  # a text file, a truncated or foreign file: whatever torch.load raises
-        raise ConfigError(f"cannot read {os.path.join(path, name)} ({type(e).__name__}: {str(e)[:200]}): it is "
-                          f"damaged or not a train.py checkpoint") from None
-    if not isinstance(ck, dict) or ck.get('model_type') not in ('llama', 'rwkv7') or \
-            not {'model', 'model_args', 'tokenizer'} <= ck.keys():
-        raise ConfigError(f"{os.path.join(path, name)} is not a train.py checkpoint (no llama or rwkv7 model state)")
-    Model, Config = model_class(ck['model_type'])
-    model = Model(Config(**ck['model_args']))
-    try:
-        model.load_state_dict(ck['model'])
-    except RuntimeError as e:
-        raise ConfigError(f"{os.path.join(path, name)} does not load into its model: {str(e)[:300]}") from None
-    ck['path'] = os.path.join(path, name)
-    return model.eval().to(device), tokenizer_from_state(ck['tokenizer']), ck
 
 
 def doc_start(tok):
@@ -374,17 +346,26 @@ def bench_distill():
 
 
 # ---------------------------------------------------------------------------- perplexity
-def bench_perplexity(text_file='', run=None):
-    """Loss (nats per counted token), perplexity and bits per byte of the run out_dir: on text_file, or on the val
-    shards of data_dir (default the run's). Plain data: consecutive windows of block_size tokens (every token but the
-    first predicted once). Chat data (mask shards): each example on its own from its start, only its supervised
-    tokens counted. bits/byte = total nats / ln 2 / UTF-8 bytes of the decoded counted tokens (special tokens as
-    their text). limit: the first `limit` windows or examples. run: (model, tokenizer, {'path', 'config'}) of a model
-    in memory instead of out_dir's checkpoint (train.py --eval_only)."""
+def bench_perplexity(text_file=''):
+    """--task=perplexity: perplexity() of the run out_dir (--ckpt) on text_file, or on the val shards of data_dir
+    (default the run's), its first --limit windows or examples; the record goes to out_dir/bench.jsonl."""
+    model, tok, ck = load_run(out_dir, ckpt)
+    rec = perplexity(model, tok, text_file or data_dir or ck.get('config', {}).get('data_dir', ''), ck['path'],
+                     text=bool(text_file), batch_size=batch_size, limit=limit, device=device)
+    return record('perplexity', rec)
+
+
+def perplexity(model, tok, where, name, *, text=False, batch_size=16, limit=0, device='cpu'):
+    """Loss (nats per counted token), perplexity and bits per byte of `model` (tokenizer `tok`; `name` for the
+    printed table) on a text file (text=True) or on the val shards of the data folder `where`. Plain data:
+    consecutive windows of block_size tokens (every token but the first predicted once). Chat data (mask shards):
+    each example on its own from its start, only its supervised tokens counted. bits/byte = total nats / ln 2 /
+    UTF-8 bytes of the decoded counted tokens (special tokens as their text). limit: the first `limit` windows or
+    examples (0 = all). Prints a table; returns {'ckpt', 'data', 'counted', 'tokens', 'loss', 'perplexity', 'bytes',
+    'bits_per_byte'}. Raises ConfigError for missing or mismatched data (train.py --eval_only calls it too)."""
     import numpy as np
     from shards import DataError, load_meta, load_split, read_shard
     from tokenizer import get_tokenizer
-    model, tok, ck = run or load_run(out_dir, ckpt)
     L = model.config.block_size
     rows = []  # (x, y, joined): y = -1 where not counted; joined: its counted tokens continue the previous row's
 
@@ -397,13 +378,12 @@ def bench_perplexity(text_file='', run=None):
                 return
             w = np.asarray(tokens[s:s + L + 1], dtype=np.int64)
             rows.append((w[:-1], w[1:], s > 0))
-    if text_file:
-        if not os.path.isfile(text_file):
-            raise ConfigError(f"--data='{text_file}' not found: a text file to measure perplexity on")
-        windows([doc_start(tok)] + tok.encode(read_text(text_file), special=False))
-        where, counted = text_file, 'every token (consecutive windows of block_size)'
+    if text:
+        if not os.path.isfile(where):
+            raise ConfigError(f"--data='{where}' not found: a text file to measure perplexity on")
+        windows([doc_start(tok)] + tok.encode(read_text(where), special=False))
+        counted = 'every token (consecutive windows of block_size)'
     else:
-        where = data_dir or ck.get('config', {}).get('data_dir', '')
         try:
             meta, shards = load_meta(where), load_split(where, 'val', model.config.vocab_size)
             data_tok = get_tokenizer(meta['tokenizer'], where)
@@ -449,13 +429,12 @@ def bench_perplexity(text_file='', run=None):
         raise ConfigError(f"no tokens to count in {where}")
     nbytes = sum(len(tok.decode(r).encode('utf-8')) for r in runs)
     loss = nats / count
-    print(f"\nperplexity of {ck['path']} on {where}: {counted}\n")
+    print(f"\nperplexity of {name} on {where}: {counted}\n")
     table(['data', 'tokens', 'loss (nats/token)', 'perplexity', 'bytes', 'bits/byte'],
           [[where, f"{count:,}", f"{loss:.4f}", f"{math.exp(loss):.3f}", f"{nbytes:,}",
             f"{nats / math.log(2) / nbytes:.4f}"]])
-    return record('perplexity', {'ckpt': ck['path'], 'data': where, 'counted': counted, 'tokens': count,
-                                 'loss': loss, 'perplexity': math.exp(loss), 'bytes': nbytes,
-                                 'bits_per_byte': nats / math.log(2) / nbytes})
+    return {'ckpt': name, 'data': where, 'counted': counted, 'tokens': count, 'loss': loss,
+            'perplexity': math.exp(loss), 'bytes': nbytes, 'bits_per_byte': nats / math.log(2) / nbytes}
 
 
 # ---------------------------------------------------------------------------- curves

@@ -1,9 +1,9 @@
 """
 The benchmarks of bench.py that measure rather than evaluate: training and decode speed (--task=speed, generate), the
 WKV7 implementations (--task=wkv) and the peak memory of a training step, full fine-tuning vs LoRA vs QLoRA
-(--task=memory); and the two helpers bench.py shares with them (table, model_class). bench.py holds the configuration
-(its flags) and passes it in; each function prints its markdown tables and returns the fields of its bench.jsonl
-record. Timings are the median of `repeats` calls after one warm-up call (min in parentheses).
+(--task=memory); and the markdown `table` bench.py shares with them. bench.py holds the configuration (its flags)
+and passes it in; each function prints its markdown tables and returns the fields of its bench.jsonl record.
+Timings are the median of `repeats` calls after one warm-up call (min in parentheses).
 """
 
 import ast
@@ -16,6 +16,7 @@ import time
 
 import torch
 
+from checkpoint import model_class
 from configurator import ConfigError
 
 
@@ -24,14 +25,6 @@ def table(header, rows):
     print('| ' + ' | '.join(header) + ' |\n|' + '---|' * len(header))
     for r in rows:
         print('| ' + ' | '.join(str(c) for c in r) + ' |', flush=True)
-
-
-def model_class(kind):
-    if kind == 'llama':
-        from model_llama import Llama, LlamaConfig
-        return Llama, LlamaConfig
-    from model_rwkv7 import RWKV7, RWKV7Config
-    return RWKV7, RWKV7Config
 
 
 def sync(device):

@@ -1,14 +1,27 @@
 """
-Which checkpoint file a run resolves to: the one rule that train.py, sample.py and bench.py share.
+The checkpoint format of train.py, and the one place that reads it: which file a run resolves to, reading a file with
+every check, loading the model a run or a pretrained spec names, and the atomic write.
 
-    path = find_checkpoint('out-run', '')              # out-run/best.pt if there is one, else out-run/ckpt.pt
-    path = find_checkpoint('out', 'run/best.pt')       # a path to an existing file is that file
-    path = find_checkpoint('out-run', 'ckpt_000390.pt')  # a bare name is looked up in out_dir
+    path = find_checkpoint('out-run', '')          # out-run/best.pt if there is one, else out-run/ckpt.pt
+    ck = read_checkpoint(path)                     # the dict, checked (damaged, foreign, unknown model type)
+    model, tok, ck = load_model('out-run/best.pt') # or 'hf:<folder or hub id>', 'llama2c:<file.bin>'
+    atomic_save(ck, 'out-run/ckpt.pt')             # temp file, fsync, rename: a crash leaves the old file
+
+A checkpoint is a dict: 'model' (a state dict: the full model, or a LoRA run's adapters in ckpt.pt), 'model_type'
+('llama' | 'rwkv7'), 'model_args' (the model config as a dict), 'tokenizer' (tokenizer.Tokenizer.state()),
+'iter_num', 'config' (train.py's config), 'best_val_loss'; with what resume needs in ckpt.pt ('optimizer', 'scaler',
+'rng', 'log_acc', 'lr_factor'); a LoRA run's 'lora' (adapter settings and base reference) or, merged, 'merged_lora'.
 """
 
 import os
 
+import torch
+
 PRETRAINED = ('hf:', 'llama2c:', 'rwkv:')  # specs of pretrained models, loaded by their own readers
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used; the message names the file and what is wrong, in one line."""
 
 
 def find_checkpoint(out_dir, ckpt=''):
@@ -34,3 +47,187 @@ def find_checkpoint(out_dir, ckpt=''):
     where = tried[-1] if not ckpt else tried[0] + (f" (nor {tried[1]})" if len(tried) > 1 else '')
     raise FileNotFoundError(f"no checkpoint {where}: train first (python train.py ...), or set --out_dir to a trained "
                             f"run, or --ckpt to a checkpoint file")
+
+
+def read_checkpoint(path, hint=''):
+    """The dict of the train.py checkpoint file at `path` (tensors on the CPU). Raises CheckpointError when the file
+    cannot be read (damaged, truncated, not a torch file: `hint` is added to that message), is no train.py checkpoint
+    (no model, model_args, tokenizer and iter_num) or holds another model type than llama or rwkv7."""
+    try:
+        ck = torch.load(path, map_location='cpu', weights_only=False)  # our own files: they hold plain Python too
+    except Exception as e:  # a truncated zip, a text file, a foreign pickle: whatever torch.load cannot read
+        raise CheckpointError(f"cannot read {path} ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}): "
+                              f"it is damaged or not a train.py checkpoint{hint}") from None
+    if not isinstance(ck, dict) or not {'model', 'model_args', 'tokenizer', 'iter_num'} <= ck.keys():
+        raise CheckpointError(f"{path} is not a train.py checkpoint (no model, model_args, tokenizer and iter_num)")
+    if ck.get('model_type') not in ('llama', 'rwkv7'):
+        raise CheckpointError(f"{path} holds a '{ck.get('model_type')}' model; this project runs 'llama' and 'rwkv7'")
+    return ck
+
+
+def model_class(kind):
+    """(model class, config class) of a model_type: 'llama' or 'rwkv7'."""
+    if kind == 'llama':
+        from model_llama import Llama, LlamaConfig
+        return Llama, LlamaConfig
+    from model_rwkv7 import RWKV7, RWKV7Config
+    return RWKV7, RWKV7Config
+
+
+def load_model(spec, device='cpu', block_size=None):
+    """(model in eval mode on `device`, tokenizer, checkpoint dict with 'path') of `spec`: a checkpoint file (a full
+    model: a LoRA run's merged best.pt, not its adapters-only ckpt.pt), or a pretrained Llama 'hf:<folder or hub id>' /
+    'llama2c:<file.bin>' with its own tokenizer (context block_size, else the model's; its dict holds model_type,
+    model_args, iter_num 'pretrained' and an empty config). Raises CheckpointError naming what is wrong."""
+    from tokenizer import get_tokenizer, pretrained_tokenizer, tokenizer_from_state
+    if spec.startswith(('hf:', 'llama2c:')):
+        import dataclasses
+        from model_llama import Llama, resolve_pretrained
+        try:
+            local = resolve_pretrained(spec.split(':', 1)[1])
+            model, tok = Llama.from_pretrained(local, block_size=block_size), get_tokenizer(pretrained_tokenizer(local))
+        except (OSError, ValueError) as e:
+            raise CheckpointError(f"cannot load {spec}: {e}") from None
+        ck = {'path': spec, 'model_type': 'llama', 'iter_num': 'pretrained', 'config': {},
+              'model_args': dataclasses.asdict(model.config)}
+        return model.eval().to(device), tok, ck
+    ck = read_checkpoint(spec)
+    if 'lora' in ck:
+        raise CheckpointError(f"{spec} holds only the LoRA adapters of a run: sample from its merged best.pt "
+                              f"(--ckpt=best.pt)")
+    Model, Config = model_class(ck['model_type'])
+    try:
+        model = Model(Config(**ck['model_args']))
+        model.load_state_dict(ck['model'])
+        tok = tokenizer_from_state(ck['tokenizer'])
+    except (TypeError, ValueError, RuntimeError, KeyError) as e:  # RuntimeError: missing or misshapen weights
+        raise CheckpointError(f"{spec} does not load into its model ({type(e).__name__}: "
+                              f"{' '.join(str(e).split())[:300]})") from None
+    ck['path'] = spec
+    return model.eval().to(device), tok, ck
+
+
+def atomic_save(obj, path, pause=0.0):
+    """torch.save `obj` to `path` atomically: into path + '.tmp', fsync, rename over path, so that a crash or a kill
+    at any moment leaves either the previous file or the new one. `pause` (seconds, tests) sleeps before the rename.
+    On a failed write (a full disk: OSError, or torch's RuntimeError) the temp file is removed and the error raised;
+    path is then as it was."""
+    try:
+        with open(path + '.tmp', 'wb') as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        if pause:
+            import time
+            print(f"writing {path}.tmp")
+            time.sleep(pause)
+        os.replace(path + '.tmp', path)
+    except (OSError, RuntimeError):
+        if os.path.lexists(path + '.tmp'):
+            os.remove(path + '.tmp')
+        raise
+
+
+def keep_last(path, iter_num, k):
+    """Keep the checkpoint just written at `path` also as ckpt_<iter_num>.pt beside it (a hard link: no extra space)
+    and delete all but the k newest such files. A file system without hard links: a warning, nothing kept."""
+    import re
+    folder = os.path.dirname(path)
+    kept = os.path.join(folder, f'ckpt_{iter_num:06d}.pt')
+    try:
+        if os.path.lexists(kept):
+            os.remove(kept)
+        os.link(path, kept)
+    except OSError as e:
+        print(f"warning: could not keep {kept}: {e}")
+    numbered = [f for f in os.listdir(folder) if re.fullmatch(r'ckpt_\d+\.pt', f)]
+    numbered.sort(key=lambda f: (os.stat(os.path.join(folder, f)).st_mtime_ns, int(f[5:-3])))  # newest last
+    for f in numbered[:-k]:
+        os.remove(os.path.join(folder, f))
+
+
+def rng_state(sampler, device, ddp=False):
+    """Every RNG state a resume needs: this process's torch (and CUDA / MPS) generator, with ddp each rank's (an
+    all-gather: every rank calls it), the data sampler's (a torch.Generator), Python's and numpy's."""
+    import random
+    import numpy as np
+    kind = str(device).split(':')[0]
+    mine = {'torch': torch.get_rng_state(), 'cuda': torch.cuda.get_rng_state(device) if kind == 'cuda' else None,
+            'mps': torch.mps.get_rng_state() if kind == 'mps' else None}
+    ranks = [mine]
+    if ddp:
+        ranks = [None] * torch.distributed.get_world_size()
+        torch.distributed.all_gather_object(ranks, mine)
+    return dict(mine, ranks=ranks if ddp else None, sampler=sampler.get_state(), python=random.getstate(),
+                numpy=np.random.get_state())
+
+
+def set_rng_state(rng, sampler, device, rank=0, world_size=1):
+    """Put back what rng_state captured: the sampler's, Python's and numpy's state, and the torch generators of
+    process `rank` when the checkpoint has one for it. Returns the number of processes that wrote it (when it differs
+    from world_size, the data order goes on exactly but dropout masks differ from an unbroken run's)."""
+    import random
+    import numpy as np
+    sampler.set_state(rng['sampler'])  # the same on every rank: the data order does not depend on the world size
+    random.setstate(rng['python'])
+    np.random.set_state(rng['numpy'])
+    saved = rng.get('ranks') or [rng]  # the torch RNG states (dropout) of each process that wrote the checkpoint
+    kind = str(device).split(':')[0]
+    if rank < len(saved):
+        torch.set_rng_state(saved[rank]['torch'])
+        if kind == 'cuda' and saved[rank].get('cuda') is not None:
+            torch.cuda.set_rng_state(saved[rank]['cuda'], device)
+        if kind == 'mps' and saved[rank].get('mps') is not None:
+            torch.mps.set_rng_state(saved[rank]['mps'])
+    return len(saved)
+
+
+def load_base(spec, model_type, tok, data_dir, file=None, *, block_size, dropout, vocab_size, wkv_impl='chunked',
+              chunk_len=32):
+    """What a training run starts from (train.py's init_from, or a LoRA run's base), checked against the run:
+    another run's out_dir -> (None, its checkpoint dict with 'path': `file` in it, else best.pt if present, else
+    ckpt.pt, a full model of model_type trained with tokenizer tok); 'rwkv:<.pth>' -> (an RWKV7 of the official
+    weights, None); 'hf:<folder or hub id>' / 'llama2c:<file.bin>' -> (a Llama, None), its own tokenizer equal to tok
+    (the run's data is tokenized with it) and its vocabulary padded to vocab_size. Pretrained models get block_size
+    and dropout (RWKV-7 also wkv_impl, chunk_len). Returns (model or None, checkpoint or None, a line saying what was
+    loaded). Raises CheckpointError naming the problem and the fix."""
+    if spec.startswith('rwkv:'):
+        from model_rwkv7 import RWKV7
+        try:
+            model = RWKV7.from_pretrained(spec[5:], block_size=block_size, dropout=dropout, wkv_impl=wkv_impl,
+                                          chunk_len=chunk_len)
+        except (OSError, ValueError, RuntimeError) as e:
+            raise CheckpointError(f"cannot load {spec[5:]}: {e}") from None
+        return model, None, f"loaded {spec[5:]}"
+    if spec.startswith(('hf:', 'llama2c:')):  # a pretrained Llama / Mistral / Qwen2 / llama2.c model
+        from model_llama import Llama, resolve_pretrained
+        from tokenizer import get_tokenizer, pretrained_tokenizer
+        try:
+            local = resolve_pretrained(spec.split(':', 1)[1])
+            own = get_tokenizer(pretrained_tokenizer(local))
+            model = Llama.from_pretrained(local, block_size=block_size, dropout=dropout, vocab_size=vocab_size)
+        except (OSError, ValueError, RuntimeError) as e:
+            raise CheckpointError(f"cannot load {spec}: {e}") from None
+        if own.blob != tok.blob:
+            raise CheckpointError(f"{spec} comes with its own tokenizer, but {data_dir} was tokenized with "
+                                  f"'{tok.spec}': prepare the data with --tokenizer={own.spec}")
+        return model, None, f"loaded {spec} ({model.get_num_params() / 1e6:.2f}M parameters)"
+    try:
+        name = file or os.path.basename(find_checkpoint(spec))
+    except FileNotFoundError:
+        name = 'ckpt.pt'
+    if not os.path.isfile(os.path.join(spec, name)):
+        raise CheckpointError(f"init_from='{spec}' has no {name if file else 'best.pt or ckpt.pt'}: train that run "
+                              f"first" + (" (it is the base model of this LoRA run)" if file else ''))
+    path = f"{spec}/{name}"
+    base = read_checkpoint(os.path.join(spec, name))
+    if base.get('model_type') != model_type or (base['tokenizer']['spec'], base['tokenizer']['blob']) != \
+            (tok.spec, tok.blob):
+        raise CheckpointError(f"{path} is a '{base.get('model_type')}' model with tokenizer "
+                              f"'{base['tokenizer']['spec']}'; this run has model_type '{model_type}' and data "
+                              f"tokenized with '{tok.spec}': they must match")
+    if 'lora' in base:
+        raise CheckpointError(f"{path} holds only LoRA adapters: start from a LoRA run's merged best.pt (written "
+                              f"with merge_lora_on_save=True)")
+    base['path'] = path
+    return None, base, f"initialising from {path} (iteration {base['iter_num']})"

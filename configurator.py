@@ -27,8 +27,11 @@ class ConfigError(ValueError):
 
 
 def config_keys(g):
-    """The overridable config keys of a script's globals `g`: the names of plain int/float/bool/str/None values."""
-    return [k for k, v in g.items() if not k.startswith('_') and isinstance(v, (int, float, bool, str, type(None)))]
+    """The overridable config keys of a script's globals `g`: the names of plain int/float/bool/str/None values, but
+    not _private or UPPER_CASE ones (constants, some imported from other modules, like bench.py's FLEX regex); a
+    one-letter capital is a key (bench.py's B, H, N, T: a WKV shape)."""
+    return [k for k, v in g.items() if not k.startswith('_') and not (k.isupper() and len(k) > 1)
+            and isinstance(v, (int, float, bool, str, type(None)))]
 
 
 def _check_key(key, keys):

@@ -82,6 +82,26 @@ class LoRALinear(nn.Module):
         return f"r={self.r}, alpha={self.alpha}, scaling={self.scaling:g}, merged={self.merged}"
 
 
+def setup_lora(model, info, adapters=None):
+    """Wrap `model` in the adapters train.py's LoRA settings `info` describe (r, alpha, dropout, rslora, targets and
+    the base reference {'init_from', 'file', 'fingerprint'}); resuming, load their state dict `adapters` (from
+    lora_state_dict) and check that the base is the one the run was trained on (its fingerprint). Sets
+    info['base']['fingerprint']. Returns a line for the log. Raises LoRAError: no layer matches, adapters that do not
+    fit, another base."""
+    wrapped = apply_lora(model, info['targets'], info['r'], info['alpha'], info['dropout'], info['rslora'])
+    if adapters is not None:
+        load_lora_state_dict(model, adapters)
+        if model.lora_base_fingerprint != info['base']['fingerprint']:
+            raise LoRAError(f"the base model '{info['base']['init_from']}' is not the one this LoRA run was trained "
+                            f"on (fingerprint {model.lora_base_fingerprint}, the run's {info['base']['fingerprint']}): "
+                            f"it changed since (a scratch base also depends on the seed)")
+    info['base']['fingerprint'] = model.lora_base_fingerprint
+    n_train, n_total = count_params(model)
+    return (f"LoRA r={info['r']}, alpha={info['alpha']}{' (rsLoRA)' if info['rslora'] else ''} on {len(wrapped)} "
+            f"layers ({','.join(info['targets'])}): {n_train:,} trainable of {n_total:,} parameters "
+            f"({100 * n_train / n_total:.2f}%)")
+
+
 def lora_modules(model):
     """(qualified name, LoRALinear) pairs of the model, in module order."""
     return [(n, m) for n, m in model.named_modules() if isinstance(m, LoRALinear)]
@@ -324,11 +344,11 @@ def export_run(run_dir, out_dir):
     one (as PEFT's QLoRA adapters are used). Returns (base folder, adapter folder). Raises LoRAError: not a LoRA
     run of a Llama, a seeded scratch base (stored nowhere: export the merged best.pt with model_llama.py), another
     base than the run's."""
-    import torch
+    from checkpoint import read_checkpoint
     from model_llama import Llama, LlamaConfig, export_hf, resolve_pretrained
     from tokenizer import hf_files
-    ck = torch.load(os.path.join(run_dir, 'ckpt.pt'), map_location='cpu', weights_only=False)
-    info = ck.get('lora') if isinstance(ck, dict) else None
+    ck = read_checkpoint(os.path.join(run_dir, 'ckpt.pt'))
+    info = ck.get('lora')
     if info is None or ck.get('model_type') != 'llama':
         raise LoRAError(f"{run_dir}/ckpt.pt is not a LoRA run of a Llama (train.py --lora_r, model_type llama)")
     src, args = info['base']['init_from'], ck['model_args']
@@ -336,7 +356,7 @@ def export_run(run_dir, out_dir):
         model = Llama.from_pretrained(resolve_pretrained(src.split(':', 1)[1]), block_size=args['block_size'],
                                       vocab_size=args['vocab_size'])
     elif info['base']['file']:
-        base = torch.load(os.path.join(src, info['base']['file']), map_location='cpu', weights_only=False)
+        base = read_checkpoint(os.path.join(src, info['base']['file']))
         model = Llama(LlamaConfig(**base['model_args']))
         model.load_state_dict(base['model'])
     else:

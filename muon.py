@@ -6,7 +6,7 @@ nearest semi-orthogonal matrix to its Nesterov momentum, found with 5 Newton-Sch
 follows Moonshot's rule (J. Liu et al. 2025, "Muon is Scalable for LLM Training", eq. 4): 0.2 * sqrt(max(A, B)) times
 the learning rate, which gives it the RMS of an AdamW update, so one learning_rate and schedule serve both kinds of
 parameter. It matches torch.optim.Muon with adjust_lr_fn='match_rms_adamw' (and torch.optim.AdamW on the other
-groups), except that Newton-Schulz runs in float32 here: torch's runs in bfloat16, ~50x slower on a CPU without
+groups), except that Newton-Schulz runs in float32 here: torch's runs in bfloat16, ~17x slower on a CPU without
 bf16 arithmetic (690 ms a step for the 1.2M-parameter quickstart on the 2-core AVX2 VM, against ~40 ms).
 """
 

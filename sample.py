@@ -18,9 +18,8 @@ import sys
 import torch
 
 import chat
-from checkpoint import find_checkpoint
+from checkpoint import CheckpointError, find_checkpoint, load_model
 from configurator import ConfigError, configure, pick_device, set_threads
-from tokenizer import tokenizer_from_state
 
 # -----------------------------------------------------------------------------
 out_dir = 'out'
@@ -70,38 +69,10 @@ except (ConfigError, FileNotFoundError) as e:
     fail(str(e))
 if temperature == 0 and num_samples > 1:
     num_samples = 1
-if path.startswith(('hf:', 'llama2c:')):  # --ckpt=hf:<folder or hub id> | llama2c:<file.bin>: with its own tokenizer
-    from model_llama import Llama, resolve_pretrained
-    from tokenizer import get_tokenizer, pretrained_tokenizer
-    try:
-        local = resolve_pretrained(path.split(':', 1)[1])
-        model, tok = Llama.from_pretrained(local), get_tokenizer(pretrained_tokenizer(local))
-    except (OSError, ValueError) as e:
-        fail(f"cannot load {path}: {e}")
-    checkpoint = {'model_type': 'llama', 'iter_num': 'pretrained'}
-else:
-    try:
-        checkpoint = torch.load(path, map_location='cpu', weights_only=False)
-    except Exception as e:  # a truncated zip, a text file, a foreign pickle: whatever torch.load cannot read
-        fail(f"cannot read {path} ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}): it is damaged "
-             f"or not a train.py checkpoint")
-    if not isinstance(checkpoint, dict) or not {'model', 'model_args', 'tokenizer'} <= checkpoint.keys():
-        fail(f"{path} is not a train.py checkpoint (no model, model_args and tokenizer)")
-    if checkpoint.get('model_type') not in ('llama', 'rwkv7'):
-        fail(f"{path} holds a '{checkpoint.get('model_type')}' model, which this sample.py cannot run")
-    if 'lora' in checkpoint:
-        fail(f"{path} holds only the LoRA adapters of a run: sample from its merged best.pt (--ckpt=best.pt)")
-    if checkpoint['model_type'] == 'llama':
-        from model_llama import Llama as Model, LlamaConfig as Config
-    else:  # RWKV-7 generates with its recurrent state: constant time and memory per token
-        from model_rwkv7 import RWKV7 as Model, RWKV7Config as Config
-    try:
-        model = Model(Config(**checkpoint['model_args']))
-        model.load_state_dict(checkpoint['model'])
-        tok = tokenizer_from_state(checkpoint['tokenizer'])
-    except (TypeError, ValueError, RuntimeError, KeyError) as e:  # RuntimeError: missing or misshapen weights
-        fail(f"{path} does not load into its model ({type(e).__name__}: {' '.join(str(e).split())[:300]})")
-model.eval().to(device)
+try:  # RWKV-7 generates with its recurrent state: constant time and memory per token
+    model, tok, checkpoint = load_model(path, device)
+except CheckpointError as e:
+    fail(str(e))
 print(f"loaded {path} (iteration {checkpoint.get('iter_num', '?')}, {model.get_num_params() / 1e6:.2f}M parameters)",
       file=sys.stderr)
 

@@ -12,7 +12,6 @@ import json
 import math
 import os
 import random
-import subprocess
 import sys
 
 import numpy as np
@@ -23,12 +22,12 @@ import bench
 import chat
 import gsm_synth
 from configurator import ConfigError
+from conftest import SHARED, run as run_script  # (`run` here: the fixture of a saved run)
 from model_llama import Llama, LlamaConfig
 from model_rwkv7 import RWKV7, RWKV7Config
 from shards import write_shard
 from tokenizer import get_tokenizer
 
-ROOT = os.path.dirname(os.path.abspath(__file__))
 GOLD = ("Janet sells 16 - 3 - 4 = <<16-3-4=9>>9 duck eggs a day.\nShe makes 9 * 2 = $<<9*2=18>>18 every day at the "
         "farmer's market.\n#### 18")
 # GSM8K-format solutions with the answer shapes GSM8K has: commas, negatives, decimals, money
@@ -103,7 +102,7 @@ def test_gold_answers_score_100_percent():
 
 
 def test_gold_answers_real_gsm8k():
-    path = os.path.join(ROOT, '..', 'shared', 'data', 'gsm8k', 'test.jsonl')
+    path = os.path.join(SHARED, 'data', 'gsm8k', 'test.jsonl')
     if not os.path.isfile(path):
         pytest.skip("../shared/data/gsm8k/test.jsonl not present")
     probs = bench.read_problems(path)
@@ -301,8 +300,7 @@ def test_eval_errors(run, monkeypatch, tmp_path):
 def test_cli_errors_are_one_line(tmp_path):
     for args, msg in ((['--task=nope'], "unknown task 'nope'"),
                       (['--task=gsm8k', f'--out_dir={tmp_path}', '--data=x.jsonl'], 'no checkpoint')):
-        p = subprocess.run([sys.executable, os.path.join(ROOT, 'bench.py'), *args], capture_output=True, text=True,
-                           cwd=tmp_path, timeout=120)
+        p = run_script('bench.py', *args, cwd=tmp_path, check=False, timeout=120)
         lines = p.stderr.splitlines()  # the first says the threads it runs on, then one error line
         assert p.returncode == 1 and lines[0].startswith('bench.py: ') and ' threads, device ' in lines[0], p.stderr
         assert len(lines) == 2 and lines[1].startswith('bench.py: error: ') and msg in lines[1], p.stderr

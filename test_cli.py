@@ -9,33 +9,27 @@ A tiny byte-level Llama trained for a few iterations on generated text; no netwo
 
 import os
 import re
-import subprocess
-import sys
 
 import pytest
 
 import chat
+import conftest
+from conftest import ONE_THREAD, ROOT, corpus, prepare_byte_data
 from checkpoint import find_checkpoint
 from tokenizer import get_tokenizer
 
-ROOT = os.path.dirname(os.path.abspath(__file__))
-TEXT = ''.join(f"Line {i}: the quick brown fox jumps over the lazy dog {i * 7 % 13} times.\n" for i in range(300))
+TEXT = corpus(300)
 
 
 def run(script, *args, cwd, check=True):
-    p = subprocess.run([sys.executable, os.path.join(ROOT, script), *args], cwd=cwd, capture_output=True, text=True,
-                       timeout=300, env={**os.environ, 'OMP_NUM_THREADS': '1'})
-    if check and p.returncode != 0:
-        raise AssertionError(f"{script} {args} failed ({p.returncode}):\n{p.stdout[-3000:]}\n{p.stderr[-3000:]}")
-    return p
+    """conftest.run on one thread."""
+    return conftest.run(script, *args, cwd=cwd, check=check, env=ONE_THREAD)
 
 
 @pytest.fixture(scope='module')
 def tmp(tmp_path_factory):
     """A folder with byte data in d/ and a 4-iteration run in run/ (block_size 128: room for a chat prompt)."""
-    tmp = tmp_path_factory.mktemp('cli')
-    (tmp / 'input.txt').write_text(TEXT)
-    run('prepare.py', '--dataset=input.txt', '--tokenizer=byte', '--data_dir=d', cwd=tmp)
+    tmp = prepare_byte_data(tmp_path_factory.mktemp('cli'), TEXT, env=ONE_THREAD)
     p = run('train.py', '--data_dir=d', '--out_dir=run', '--block_size=128', '--batch_size=2', '--n_layer=1',
             '--n_head=2', '--n_kv_head=1', '--n_embd=16', '--max_iters=4', '--eval_interval=2', '--eval_iters=1',
             '--warmup_iters=1', '--lr_decay_iters=4', '--device=cpu', '--threads=1', cwd=tmp)

@@ -12,20 +12,17 @@ import json
 import os
 import runpy
 import signal
-import subprocess
 import sys
-import tempfile
 
 import numpy as np
 import pytest
 import torch
 
 import configurator
+from conftest import OFFLINE, ROOT, bad_input_results, run
 from model_llama import Llama, LlamaConfig
 from shards import DataError, load_split, read_shard, write_shard
 from tokenizer import get_tokenizer
-
-ROOT = os.path.dirname(os.path.abspath(__file__))
 
 
 # ---------------------------------------------------------------------------- configurator
@@ -101,59 +98,8 @@ def test_shard_round_trip_and_errors(tmp_path):
 
 
 # ---------------------------------------------------------------------------- the scripts' bad input
-# All cases run in one helper process (torch imported once): each script as __main__ (runpy) with its arguments and
-# environment; the exit status is that of SystemExit, any other exception counts as a traceback, and a case that
-# takes over 60 s as a hang. Files and folders under the test's folder are compared (inode, size, mtime) before and
-# after each case.
-RUNNER = r"""
-import io, json, os, runpy, signal, sys, traceback
-sys.path.insert(0, os.environ['ROOT'])
-import torch
-
-
-def tree():
-    out = {}
-    for d, dirs, files in os.walk('.'):
-        for f in dirs + files:
-            st = os.lstat(os.path.join(d, f))
-            out[os.path.join(d, f)] = (st.st_ino, st.st_size, st.st_mtime_ns)
-    return out
-
-
-def hang(signum, frame):
-    raise TimeoutError('over 60 s')
-
-
-signal.signal(signal.SIGALRM, hang)
-cases_file, results_file = sys.argv[1:3]
-results = []
-for case in json.load(open(cases_file)):
-    env = dict(os.environ)
-    os.environ.update(case['env'])
-    out, err = (io.TextIOWrapper(io.BytesIO(), encoding='utf-8', write_through=True) for _ in range(2))
-    sys.argv, sys.stdout, sys.stderr = [case['script'], *case['argv']], out, err
-    before, code, exc = tree(), None, None
-    signal.alarm(60)
-    try:
-        runpy.run_path(os.path.join(os.environ['ROOT'], case['script']), run_name='__main__')
-        code = 0
-    except SystemExit as e:
-        code = e.code
-    except BaseException as e:
-        traceback.print_exc()
-        code, exc = 1, type(e).__name__
-    signal.alarm(0)
-    sys.stdout, sys.stderr, sys.excepthook = sys.__stdout__, sys.__stderr__, sys.__excepthook__
-    os.environ.clear()
-    os.environ.update(env)
-    after = tree()
-    changed = sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
-    results.append(dict(code=code, exception=exc, stderr=err.buffer.getvalue().decode(errors='replace'),
-                        changed=changed))
-json.dump(results, open(results_file, 'w'))
-"""
-
-OFFLINE = {'https_proxy': 'http://127.0.0.1:9', 'HTTPS_PROXY': 'http://127.0.0.1:9'}  # a refused connection, at once
+# conftest.bad_input_results runs every case in one helper process (torch imported once), each stopped after
+# 60 s as a hang, and compares the files under the test's folder before and after each case.
 PREPARE = ['--tokenizer=byte', '--num_proc=1', '--dataset=ok.txt', '--data_dir=out_p']
 SAMPLE = ['--device=cpu', '--out_dir=run', '--max_new_tokens=4', '--num_samples=1']
 Q = ['--device=cpu', '--task=gsm8k', '--out_dir=run', '--data=good_q.jsonl', '--max_new_tokens=4']
@@ -328,10 +274,7 @@ def results(tmp_path_factory):
     os.makedirs(tmp / 'trunc')
     (tmp / 'trunc' / 'ckpt.pt').write_bytes((tmp / 'run' / 'ckpt.pt').read_bytes()[:3000])
     cases = [dict(script=s, argv=[*BASE[s], *argv], env=opts.get('env', {})) for s, _, argv, _, opts in CASES]
-    (tmp / 'cases.json').write_text(json.dumps(cases))
-    subprocess.run([sys.executable, '-c', RUNNER, 'cases.json', 'results.json'], cwd=tmp, check=True, timeout=600,
-                   env={**os.environ, 'OMP_NUM_THREADS': '1', 'ROOT': ROOT})
-    return json.loads((tmp / 'results.json').read_text())
+    return bad_input_results(cases, tmp, timeout=600, hang_s=60)
 
 
 @pytest.mark.parametrize('i', [pytest.param(i, id=f"{c[0]}: {c[1]}") for i, c in enumerate(CASES)])
@@ -354,8 +297,8 @@ def test_prepare_vocabulary_above_uint16_writes_uint32(tmp_path):
     tok.pre_tokenizer = tokenizers.pre_tokenizers.Whitespace()
     tok.save(str(tmp_path / 'big.json'))
     (tmp_path / 'words.txt').write_text('hello world w69997 w5 hello\n' * 50)
-    subprocess.run([sys.executable, os.path.join(ROOT, 'prepare.py'), '--dataset=words.txt', '--tokenizer=hf:big.json',
-                    '--data_dir=d', '--num_proc=1'], cwd=tmp_path, check=True, capture_output=True, timeout=120)
+    run('prepare.py', '--dataset=words.txt', '--tokenizer=hf:big.json', '--data_dir=d', '--num_proc=1', cwd=tmp_path,
+        timeout=120)
     meta = json.loads((tmp_path / 'd' / 'meta.json').read_text())
     assert (meta['dtype'], meta['version'], meta['vocab_size']) == ('uint32', 2, 70007)  # + our 5 special tokens
     train = load_split(str(tmp_path / 'd'), 'train')[0]
@@ -367,7 +310,6 @@ def test_prepare_vocabulary_above_uint16_writes_uint32(tmp_path):
 # ---------------------------------------------------------------------------- prepare.py, property-based
 hypothesis = pytest.importorskip('hypothesis')
 st = hypothesis.strategies
-hypothesis.configuration.set_hypothesis_home_dir(os.path.join(tempfile.gettempdir(), 'hypothesis-tiny-reasoner'))
 TEXT = st.text(max_size=60)
 FLAG = st.sampled_from(['True', 'False', 'True', 'False', 'no'])
 # mostly well-typed values of prepare.py's keys (so that the data gets read), sometimes junk or an unknown key

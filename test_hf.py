@@ -12,19 +12,18 @@ import json
 import math
 import os
 import struct
-import subprocess
 import sys
 
 import pytest
 import torch
 
 import chat
+from conftest import ROOT, SHARED, gpt2_or_skip, run
 from lora import DEFAULT_TARGETS, LoRAError, apply_lora, lora_modules, save_peft
 from model_llama import Llama, LlamaConfig, config_from_hf, export_checkpoint, export_hf, rope_tables
 from tokenizer import EOT, get_tokenizer, hf_files, pretrained_tokenizer, tokenizer_from_state, train_sentencepiece
 
-ROOT = os.path.dirname(os.path.abspath(__file__))
-STORIES = os.path.join(ROOT, '..', 'shared', 'data', 'llama2c', 'stories260K')
+STORIES = os.path.join(SHARED, 'data', 'llama2c', 'stories260K')
 needs_stories = pytest.mark.skipif(not os.path.isfile(os.path.join(STORIES, 'stories260K.bin')),
                                    reason='real-model check: needs ../shared/data/llama2c/stories260K (CI has it)')
 try:
@@ -463,10 +462,7 @@ def any_tokenizer(kind, tmp_path):
     """byte, gpt2, sp (prepare.py's sp:N), sp_llama (a SentencePiece BPE as llama2.c's and Llama 2's: dummy prefix,
     extra whitespace removed, <s> that the model is trained with) or hf (a tokenizer.json whose template adds <s>)."""
     if kind == 'gpt2':
-        try:
-            return get_tokenizer('gpt2')
-        except ValueError as e:  # offline with no tiktoken cache
-            pytest.skip(f"GPT-2 BPE files unavailable (set TIKTOKEN_CACHE_DIR): {e}")
+        return gpt2_or_skip()
     if kind == 'sp':
         train_sentencepiece(CORPUS, 300, str(tmp_path / 'tokenizer.model'))
         return get_tokenizer('sp:300', str(tmp_path))
@@ -544,8 +540,7 @@ def test_export_cli_errors_are_one_line_and_leave_nothing(tmp_path, monkeypatch,
         else:  # --help: the usage, on stdout
             assert not e.value.code and o.startswith('usage: python model_llama.py') and err == ''
         assert not os.path.exists(out)
-    p = subprocess.run([sys.executable, os.path.join(ROOT, 'model_llama.py'), rwkv, out], capture_output=True,
-                       text=True, timeout=60)
+    p = run('model_llama.py', rwkv, out, cwd=tmp_path, check=False, timeout=60)
     assert p.returncode == 1 and p.stderr.count('\n') == 1 and 'RWKV-7' in p.stderr and not os.path.exists(out)
 
 
@@ -579,7 +574,7 @@ def test_stories260k_greedy_matches_llama2c():
     assert model.config.n_embd == 64 and model.config.block_size == 512 and tok.bos_id == 1  # <s>: sequences start
     out = model.generate(torch.tensor([[tok.bos_id]]), 256, temperature=0)[0, 1:].tolist()  # from BOS, as run.c
     assert tok.decode(out) == STORIES_GREEDY
-    text = open(os.path.join(ROOT, '..', 'shared', 'data', 'tinystories', 'tinystories_val_head.txt')).read()
+    text = open(os.path.join(SHARED, 'data', 'tinystories', 'tinystories_val_head.txt')).read()
     ids = tok.encode(text[:20000], special=False)
     x = torch.tensor([[1] + ids[i:i + 255] for i in range(0, 4 * 255, 255)])  # a BOS per window, as llama2.c
     with torch.no_grad():
@@ -590,14 +585,13 @@ def test_stories260k_greedy_matches_llama2c():
 @needs_stories
 def test_sample_and_bench_load_a_llama2c_model():
     path = os.path.join(STORIES, 'stories260K.bin')
-    p = subprocess.run([sys.executable, os.path.join(ROOT, 'sample.py'), f'--ckpt=llama2c:{path}', '--temperature=0',
-                        '--start=Once upon a time', '--num_samples=1', '--max_new_tokens=30'],
-                       capture_output=True, text=True, timeout=120, cwd=ROOT)
+    p = run('sample.py', f'--ckpt=llama2c:{path}', '--temperature=0', '--start=Once upon a time', '--num_samples=1',
+            '--max_new_tokens=30', cwd=ROOT, check=False, timeout=120)
     assert p.returncode == 0, p.stderr
     assert p.stdout.startswith('Once upon a time, there was a little girl named Lily.'), p.stdout
-    data = os.path.join(ROOT, '..', 'shared', 'data', 'tinystories', 'tinystories_val_head.txt')
-    p = subprocess.run([sys.executable, os.path.join(ROOT, 'bench.py'), '--task=perplexity', f'--ckpt=llama2c:{path}',
-                        f'--data={data}', '--limit=4'], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    data = os.path.join(SHARED, 'data', 'tinystories', 'tinystories_val_head.txt')
+    p = run('bench.py', '--task=perplexity', f'--ckpt=llama2c:{path}', f'--data={data}', '--limit=4', cwd=ROOT,
+            check=False, timeout=120)
     assert p.returncode == 0, p.stderr
     loss = float(p.stdout.strip().splitlines()[-1].split('|')[3])
     assert 1.0 < loss < 2.2, p.stdout

@@ -11,20 +11,17 @@ import dataclasses
 import json
 import math
 import os
-import subprocess
 import sys
 
 import pytest
 import torch
 
+from conftest import ONE_THREAD, ROOT, TEXT, prepare_byte_data, run
 from lora import (DEFAULT_TARGETS, LoRAError, LoRALinear, apply_lora, count_params, load_adapter, lora_modules,
                   lora_state_dict, merge_lora, merged_state_dict, save_adapter, unmerge_lora)
 from model_llama import Llama, LlamaConfig
 from model_rwkv7 import RWKV7, RWKV7Config
 from tokenizer import get_tokenizer
-
-ROOT = os.path.dirname(os.path.abspath(__file__))
-TEXT = ''.join(f"Line {i}: the quick brown fox jumps over the lazy dog {i * 7 % 13} times.\n" for i in range(400))
 
 try:
     import bitsandbytes
@@ -322,8 +319,7 @@ def test_adamw8bit_against_torch_adamw():
 @needs_bnb
 def test_bitsandbytes_import_is_quiet():
     # on AVX512-BF16 CPUs bitsandbytes warns at import that it cannot fetch a hub kernel of the path qlora turns off
-    p = subprocess.run([sys.executable, '-c', 'import qlora; qlora.require_bnb()'], cwd=ROOT, capture_output=True,
-                       text=True, timeout=120)
+    p = run('-c', 'import qlora; qlora.require_bnb()', cwd=ROOT, check=False, timeout=120)
     assert p.returncode == 0 and 'kernels-community' not in p.stderr + p.stdout, p.stderr
 
 
@@ -351,12 +347,8 @@ def test_adamw8bit_trains_with_the_models_groups(kind):
 
 
 # ---------------------------------------------------------------------------- train.py end to end
-def run(*args, cwd, check=True):
-    p = subprocess.run([sys.executable, os.path.join(ROOT, 'train.py'), *args], cwd=cwd, capture_output=True,
-                       text=True, timeout=120, env={**os.environ, 'OMP_NUM_THREADS': '1'})
-    if check and p.returncode != 0:
-        raise AssertionError(f"train.py {args} failed ({p.returncode}):\n{p.stdout[-3000:]}\n{p.stderr[-3000:]}")
-    return p
+def train(*args, cwd, check=True):
+    return run('train.py', *args, cwd=cwd, check=check, timeout=120, env=ONE_THREAD)
 
 
 ARGS = ['--data_dir=d', '--block_size=32', '--batch_size=4', '--n_layer=2', '--n_head=4', '--n_kv_head=2',
@@ -366,11 +358,7 @@ ARGS = ['--data_dir=d', '--block_size=32', '--batch_size=4', '--n_layer=2', '--n
 
 @pytest.fixture(scope='module')
 def data_dir(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp('lora')
-    (tmp / 'input.txt').write_text(TEXT)
-    subprocess.run([sys.executable, os.path.join(ROOT, 'prepare.py'), '--dataset=input.txt', '--tokenizer=byte',
-                    '--data_dir=d'], cwd=tmp, check=True, capture_output=True)
-    return tmp
+    return prepare_byte_data(tmp_path_factory.mktemp('lora'), TEXT)
 
 
 def test_train_lora_from_a_run_and_resume_exactly(data_dir):
@@ -380,10 +368,10 @@ def test_train_lora_from_a_run_and_resume_exactly(data_dir):
     torch.save({'model': base.state_dict(), 'model_type': 'llama', 'model_args': dataclasses.asdict(base.config),
                 'tokenizer': get_tokenizer('byte').state(), 'iter_num': 0}, data_dir / 'base' / 'best.pt')
     lora = [*ARGS, '--init_from=base', '--lora_r=4', '--lora_alpha=8', '--lora_dropout=0.1', '--learning_rate=1e-2']
-    p = run(*lora, '--out_dir=lora', '--max_iters=8', cwd=data_dir)
+    p = train(*lora, '--out_dir=lora', '--max_iters=8', cwd=data_dir)
     assert 'LoRA r=4, alpha=8.0 on 14 layers' in p.stdout and '9,728 trainable of 128,832 parameters' in p.stdout
-    run(*lora, '--out_dir=part', '--max_iters=4', cwd=data_dir)
-    p = run(*lora, '--out_dir=part', '--max_iters=8', '--init_from=resume', cwd=data_dir)
+    train(*lora, '--out_dir=part', '--max_iters=4', cwd=data_dir)
+    p = train(*lora, '--out_dir=part', '--max_iters=8', '--init_from=resume', cwd=data_dir)
     assert 'resuming from part/ckpt.pt at iteration 4' in p.stdout
     a, b = (torch.load(data_dir / d / 'ckpt.pt', weights_only=False) for d in ('lora', 'part'))
     assert a['iter_num'] == b['iter_num'] == 8 and a['model'].keys() == b['model'].keys()
@@ -401,8 +389,7 @@ def test_train_lora_from_a_run_and_resume_exactly(data_dir):
     load_adapter(str(data_dir / 'lora' / 'adapter.safetensors'), fresh)  # the same best adapters, unmerged
     torch.testing.assert_close(fresh.eval()(tokens())[0], plain.eval()(tokens())[0], atol=1e-5, rtol=1e-5)
     # as a Hugging Face base + PEFT adapter (python lora.py run folder): read back by PEFT's names, it is best.pt
-    p = subprocess.run([sys.executable, os.path.join(ROOT, 'lora.py'), 'lora', 'hf'], cwd=data_dir,
-                       capture_output=True, text=True, timeout=120)
+    p = run('lora.py', 'lora', 'hf', cwd=data_dir, check=False, timeout=120)
     assert p.returncode == 0, p.stderr
     from safetensors.torch import load_file
     back = Llama.from_pretrained(str(data_dir / 'hf' / 'base'))
@@ -427,9 +414,9 @@ def test_train_qlora_on_the_shakespeare_config_merges_into_what_it_trained(data_
     os.makedirs(data_dir / 'base_sc')
     torch.save({'model': base.state_dict(), 'model_type': 'llama', 'model_args': dataclasses.asdict(base.config),
                 'tokenizer': get_tokenizer('byte').state(), 'iter_num': 0}, data_dir / 'base_sc' / 'best.pt')
-    p = run(os.path.join(ROOT, 'config', 'shakespeare_char.py'), '--data_dir=d', '--init_from=base_sc', '--lora_r=8',
-            '--qlora', '--optim=adamw8bit', '--out_dir=qsc', '--max_iters=6', '--eval_interval=3', '--eval_iters=2',
-            '--learning_rate=1e-2', '--warmup_iters=0', cwd=data_dir)
+    p = train(os.path.join(ROOT, 'config', 'shakespeare_char.py'), '--data_dir=d', '--init_from=base_sc',
+              '--lora_r=8', '--qlora', '--optim=adamw8bit', '--out_dir=qsc', '--max_iters=6', '--eval_interval=3',
+              '--eval_iters=2', '--learning_rate=1e-2', '--warmup_iters=0', cwd=data_dir)
     assert 'QLoRA: 28 linear layers in NF4' in p.stdout
     from qlora import quantize_model
     best = torch.load(data_dir / 'qsc' / 'best.pt', weights_only=False)
@@ -450,15 +437,14 @@ def test_train_qlora_on_the_shakespeare_config_merges_into_what_it_trained(data_
 def test_train_qlora_rwkv_adamw8bit_checkpointing(data_dir):
     args = [*ARGS, '--model_type=rwkv7', '--head_size=16', '--chunk_len=8', '--lora_r=4', '--qlora',
             '--optim=adamw8bit', '--grad_checkpoint', '--learning_rate=1e-2', '--out_dir=q']
-    p = run(*args, '--max_iters=8', cwd=data_dir)
+    p = train(*args, '--max_iters=8', cwd=data_dir)
     assert 'QLoRA: 12 linear layers in NF4' in p.stdout and 'on 12 layers' in p.stdout
     log = [json.loads(line) for line in open(data_dir / 'q' / 'log.jsonl')]
     val = [r['val_loss'] for r in log if 'val_loss' in r]
     assert val[-1] < val[0] - 0.5, val
-    p = run(*args, '--max_iters=10', '--init_from=resume', '--seed=7', cwd=data_dir, check=False)
+    p = train(*args, '--max_iters=10', '--init_from=resume', '--seed=7', cwd=data_dir, check=False)
     assert p.returncode == 1 and 'not the one this LoRA run was trained on' in p.stderr  # a scratch base: seeded
-    p = run(*ARGS, '--qlora', cwd=data_dir, check=False)
+    p = train(*ARGS, '--qlora', cwd=data_dir, check=False)
     assert p.returncode == 1 and 'set lora_r' in p.stderr
-    p = subprocess.run([sys.executable, os.path.join(ROOT, 'lora.py'), 'q', 'hf-q'], cwd=data_dir, capture_output=True,
-                       text=True, timeout=120)
+    p = run('lora.py', 'q', 'hf-q', cwd=data_dir, check=False, timeout=120)
     assert p.returncode == 1 and 'not a LoRA run of a Llama' in p.stderr and not os.path.exists(data_dir / 'hf-q')

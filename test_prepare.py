@@ -12,13 +12,12 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 
 import pytest
 
-ROOT = os.path.dirname(os.path.abspath(__file__))
-OFFLINE = {'https_proxy': 'http://127.0.0.1:9', 'HTTPS_PROXY': 'http://127.0.0.1:9'}  # a refused connection, at once
+from conftest import OFFLINE, ONE_THREAD, ROOT, command, run
+
 # prepare.py with shards.write_shard raising KeyboardInterrupt (as Ctrl-C would) at its call number INTERRUPT_AT:
 # after some shards of the new data are written
 INTERRUPTED = r"""
@@ -40,10 +39,9 @@ DOCS = ''.join(json.dumps({'text': f"document {i}: " + 'the quick brown fox ' * 
 
 def prepare(*args, cwd, env=None, interrupt_at=0):
     """Run prepare.py (one process, byte tokenizer unless given) in cwd; interrupt_at: Ctrl-C at that shard write."""
-    cmd = [os.path.join(ROOT, 'prepare.py')] if not interrupt_at else ['-c', INTERRUPTED]
-    env = {**os.environ, 'OMP_NUM_THREADS': '1', 'ROOT': ROOT, 'INTERRUPT_AT': str(interrupt_at), **(env or {})}
-    return subprocess.run([sys.executable, *cmd, '--num_proc=1', '--tokenizer=byte', *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=120)
+    script = ['prepare.py'] if not interrupt_at else ['-c', INTERRUPTED]
+    return run(*script, '--num_proc=1', '--tokenizer=byte', *args, cwd=cwd, check=False, timeout=120,
+               env={**ONE_THREAD, 'ROOT': ROOT, 'INTERRUPT_AT': str(interrupt_at), **(env or {})})
 
 
 def snapshot(folder):
@@ -99,10 +97,10 @@ def test_ctrl_c_to_the_process_group_mid_write(prepared):
     # written: no traceback (the workers ignore it), exit 130, the folder as it was, no temp folder
     (prepared / 'big.jsonl').write_text(DOCS * 400)
     before, beside = snapshot(str(prepared / 'd')), sorted(os.listdir(prepared))
-    p = subprocess.Popen([sys.executable, os.path.join(ROOT, 'prepare.py'), '--dataset=big.jsonl', '--tokenizer=byte',
-                          '--num_proc=2', '--data_dir=d', '--shard_size=500'], cwd=prepared, text=True,
+    p = subprocess.Popen(command('prepare.py', '--dataset=big.jsonl', '--tokenizer=byte', '--num_proc=2',
+                                 '--data_dir=d', '--shard_size=500'), cwd=prepared, text=True,
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
-                         env={**os.environ, 'OMP_NUM_THREADS': '1'},
+                         env={**os.environ, **ONE_THREAD},
                          preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # as in a terminal
     t0 = time.time()
     while p.poll() is None and time.time() - t0 < 60 and sum(  # wait for new shards, wherever they are written

@@ -17,21 +17,16 @@ import random
 import shutil
 import signal
 import subprocess
-import sys
-import tempfile
 
 import numpy as np
 import pytest
 import torch
 
 from configurator import ConfigError, configure
+from conftest import ONE_THREAD, ROOT, TEXT, bad_input_results, command, run
 from shards import write_shard
 from tokenizer import get_tokenizer
 
-ROOT = os.path.dirname(os.path.abspath(__file__))
-TRAIN = os.path.join(ROOT, 'train.py')
-TEXT = ''.join(f"Line {i}: the quick brown fox jumps over the lazy dog {i * 7 % 13} times.\n" for i in range(400))
-ENV = {**os.environ, 'OMP_NUM_THREADS': '1'}
 # 20 iterations of 2 micro-batches, an eval and a checkpoint every 4; the learning rate depends only on the
 # iteration (lr_decay_iters is fixed), so a run stopped with any max_iters and resumed follows the reference
 ARGS = ['--data_dir=d', '--block_size=32', '--batch_size=4', '--gradient_accumulation_steps=2', '--n_layer=2',
@@ -39,23 +34,20 @@ ARGS = ['--data_dir=d', '--block_size=32', '--batch_size=4', '--gradient_accumul
         '--warmup_iters=3', '--lr_decay_iters=20', '--learning_rate=3e-3', '--device=cpu', '--keep_last=3']
 
 
-def command(nproc):
+def launch(nproc):
+    """What follows python: train.py itself (nproc 0), or torchrun starting it in nproc processes."""
     if not nproc:
-        return [sys.executable, TRAIN]
-    return [sys.executable, '-m', 'torch.distributed.run', '--standalone', f'--nproc_per_node={nproc}', TRAIN]
+        return ['train.py']
+    return ['-m', 'torch.distributed.run', '--standalone', f'--nproc_per_node={nproc}', os.path.join(ROOT, 'train.py')]
 
 
 def train(*args, cwd, nproc=0, check=True, env=None):
-    p = subprocess.run([*command(nproc), *args], cwd=cwd, capture_output=True, text=True, timeout=180,
-                       env={**ENV, **(env or {})})
-    if check and p.returncode != 0:
-        raise AssertionError(f"train.py {args} failed ({p.returncode}):\n{p.stdout[-3000:]}\n{p.stderr[-3000:]}")
-    return p
+    return run(*launch(nproc), *args, cwd=cwd, check=check, timeout=180, env={**ONE_THREAD, **(env or {})})
 
 
 def start(*args, cwd, nproc=0, env=None):
-    return subprocess.Popen([*command(nproc), *args], cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, env={**ENV, **(env or {})})
+    return subprocess.Popen(command(*launch(nproc), *args), cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, env={**os.environ, **ONE_THREAD, **(env or {})})
 
 
 def wait_for(proc, prefix):
@@ -158,9 +150,8 @@ def test_two_processes_killed_and_resumed(tmp, ddp_run):
 @pytest.fixture(scope='module')
 def chat(tmp):
     """gsm_synth chat data, byte tokens (tmp/chat: 100 train examples of 403-977 tokens)."""
-    subprocess.run([sys.executable, os.path.join(ROOT, 'prepare.py'), '--dataset=gsm_synth', '--format=chat',
-                    '--tokenizer=byte', '--data_dir=chat', '--synth_train=100', '--synth_val=20', '--synth_test=10'],
-                   cwd=tmp, check=True, capture_output=True, env=ENV)
+    run('prepare.py', '--dataset=gsm_synth', '--format=chat', '--tokenizer=byte', '--data_dir=chat', '--synth_train=100',
+        '--synth_val=20', '--synth_test=10', cwd=tmp, env=ONE_THREAD)
     return tmp / 'chat'
 
 
@@ -404,63 +395,8 @@ def test_full_disk_keeps_the_previous_checkpoint(tmp):
 
 
 # ---------------------------------------------------------------------------- bad input: a clear error, nothing changed
-# Each case runs train.py as __main__ (runpy) in one helper process, so torch is imported once: the exit status is
-# that of SystemExit, and any other exception counts as a traceback. Files and folders under the test's folder are
-# compared (inode, size, mtime) before and after each case.
-RUNNER = r"""
-import io, json, os, runpy, sys
-sys.path.insert(0, os.environ['ROOT'])
-import torch, model_llama
-forward = model_llama.Llama.forward
-
-
-def oom(*args, **kwargs):
-    raise torch.OutOfMemoryError('CUDA out of memory. Tried to allocate 20.00 GiB')
-
-
-def tree():
-    out = {}
-    for d, dirs, files in os.walk('.'):
-        for f in dirs + files:
-            st = os.lstat(os.path.join(d, f))
-            out[os.path.join(d, f)] = (st.st_ino, st.st_size, st.st_mtime_ns)
-    return out
-
-
-cases_file, results_file = sys.argv[1:3]
-results = []
-for case in json.load(open(cases_file)):
-    env, hidden = dict(os.environ), {m: sys.modules.get(m) for m in case.get('hide', [])}
-    os.environ.update(case.get('env', {}))
-    sys.modules.update({m: None for m in hidden})  # import of a hidden module raises ImportError
-    out, err = (io.TextIOWrapper(io.BytesIO(), encoding='utf-8', write_through=True) for _ in range(2))
-    sys.argv, sys.stdout, sys.stderr = ['train.py', *case['argv']], out, err
-    if case.get('oom'):  # what CUDA raises when a step does not fit (there is no GPU here)
-        model_llama.Llama.forward = oom
-    before, code, exc = tree(), None, None
-    try:
-        runpy.run_path(os.path.join(os.environ['ROOT'], 'train.py'), run_name='__main__')
-        code = 0
-    except SystemExit as e:
-        code = e.code
-    except BaseException as e:  # uncaught: the interpreter would call sys.excepthook (train.py's) and exit with 1
-        sys.excepthook(type(e), e, e.__traceback__)
-        code, exc = 1, type(e).__name__
-    model_llama.Llama.forward = forward
-    sys.stdout, sys.stderr, sys.excepthook = sys.__stdout__, sys.__stderr__, sys.__excepthook__
-    os.environ.clear()
-    os.environ.update(env)
-    for m, mod in hidden.items():
-        sys.modules.pop(m)
-        if mod is not None:
-            sys.modules[m] = mod
-    after = tree()
-    changed = sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k)
-                     and not k.startswith(tuple(case.get('may_write', []))))
-    results.append(dict(code=code, exception=exc, stderr=err.buffer.getvalue().decode(), changed=changed))
-json.dump(results, open(results_file, 'w'))
-"""
-
+# conftest.bad_input_results runs every case as __main__ in one helper process (torch imported once), so the case
+# of the forward that runs out of memory, and those without bitsandbytes, need no GPU and no uninstall.
 NO_BNB = {'hide': ['bitsandbytes']}
 DDP2 = {'env': {'RANK': '0', 'LOCAL_RANK': '0', 'WORLD_SIZE': '2'}}
 # (what is wrong, the arguments after ARGS, a piece of the message, options)
@@ -573,13 +509,8 @@ def make_bad_inputs(tmp):
 
 def test_bad_inputs_get_a_clear_error_and_change_nothing(tmp):
     make_bad_inputs(tmp)
-    cases = [dict(argv=[*ARGS, *argv], **opts) for _, argv, _, opts in BAD_INPUTS]
-    (tmp / 'cases.json').write_text(json.dumps(cases))
-    subprocess.run([sys.executable, '-c', RUNNER, 'cases.json', 'results.json'], cwd=tmp, check=True, timeout=300,
-                   env={**ENV, 'ROOT': ROOT})
-    results = json.loads((tmp / 'results.json').read_text())
-    os.remove(tmp / 'cases.json')
-    os.remove(tmp / 'results.json')
+    cases = [dict(script='train.py', argv=[*ARGS, *argv], **opts) for _, argv, _, opts in BAD_INPUTS]
+    results = bad_input_results(cases, tmp, timeout=300)
     table = []
     for (what, argv, message, _), r in zip(BAD_INPUTS, results):
         assert r['exception'] in (None, 'OutOfMemoryError') and r['code'] == 1, (what, r)
@@ -593,7 +524,6 @@ def test_bad_inputs_get_a_clear_error_and_change_nothing(tmp):
 # ---------------------------------------------------------------------------- configurator, property-based
 hypothesis = pytest.importorskip('hypothesis')
 st = hypothesis.strategies
-hypothesis.configuration.set_hypothesis_home_dir(os.path.join(tempfile.gettempdir(), 'hypothesis-tiny-reasoner'))
 KEYS = {'learning_rate': 6e-4, 'batch_size': 12, 'compile': False, 'out_dir': 'out', 'wandb_run_name': None}
 
 

@@ -28,7 +28,6 @@ import json
 import math
 import os
 import random
-import re
 import shutil
 import signal
 import sys
@@ -38,22 +37,25 @@ from contextlib import nullcontext
 import numpy as np
 import torch
 
-from checkpoint import find_checkpoint
+from checkpoint import (CheckpointError, atomic_save, keep_last as keep_checkpoints, load_base, model_class,
+                        read_checkpoint, rng_state, set_rng_state)
 from configurator import ConfigError, configure, pick_device, set_threads
-from shards import DataError, draw_by_length, length_bands, load_meta, load_split, pack_examples, read_shard
+from data import Batches
+from shards import DataError, load_meta
 from tokenizer import get_tokenizer
 
 PRETRAINED = ('rwkv:', 'hf:', 'llama2c:')  # init_from prefixes of the pretrained checkpoints a loader builds
 
 # -----------------------------------------------------------------------------
 # I/O
-out_dir = 'out'
-eval_interval = 250
-log_interval = 10
+out_dir = 'out'             # ckpt.pt (latest, to resume), best.pt (best val loss), config.json, log.jsonl
+eval_interval = 250         # evaluate (the same eval_iters batches each time) and checkpoint every N iterations
+log_interval = 10           # a log line every N iterations: loss, lr, ms/iter, tokens/s, MFU (GPU), ETA
 eval_iters = 20             # batches per split in each loss estimate
 eval_only = False           # evaluate once and exit
 always_save_checkpoint = True  # write ckpt.pt at every eval (else only when val improves, and at the end)
-keep_last = 0               # also keep the k newest checkpoints as ckpt_<iter>.pt (hard links: no extra space); 0 = off
+keep_last = 0               # also keep the k newest checkpoints as ckpt_<iter>.pt (hard links: no extra space);
+                            # 0 = off; to go back, copy one over ckpt.pt and resume
 max_bad_steps = 10          # stop after this many steps in a row with a non-finite loss (each one is skipped)
 nan_rollback = 0            # instead of stopping: reload ckpt.pt and scale the learning rate by nan_lr_factor, up to
 nan_lr_factor = 0.5         # nan_rollback times (0 = off); the factor is kept in the checkpoints
@@ -70,17 +72,18 @@ rslora = False              # scale by lora_alpha / sqrt(lora_r) (rank-stabilize
 qlora = False               # the frozen base linears in 4-bit NF4 (bitsandbytes); needs lora_r > 0
 merge_lora_on_save = True   # LoRA runs: best.pt holds the merged full model (sample.py loads it as it is);
                             # out_dir/adapter.safetensors (the best adapters) and the small ckpt.pt are always written
-wandb_log = False
+wandb_log = False           # also log to Weights & Biases (pip install wandb)
 wandb_project = 'tiny-reasoner'
 wandb_run_name = 'run'
 # data
-data_dir = 'data/shakespeare_byte'
-gradient_accumulation_steps = 1
-batch_size = 12             # micro-batch size
+data_dir = 'data/shakespeare_byte'  # a folder prepare.py wrote
+gradient_accumulation_steps = 1  # micro-batches per step, all processes together
+batch_size = 12             # rows per micro-batch; a step's tokens: gradient_accumulation_steps x batch_size x
+                            # block_size
 curriculum = False          # chat data: the first epoch goes from easy to hard examples
 group_by_length = False     # chat data: a row holds one example, a batch examples of one length band, padded to its
                             # end (a multiple of 32), ~batch_size * block_size tokens; else whole examples packed
-block_size = 256
+block_size = 256            # tokens per row (the model's context)
 # model
 model_type = 'llama'        # 'llama' (model_llama.py) | 'rwkv7' (model_rwkv7.py)
 preset = ''                 # llama: '' or one of model_llama.PRESETS (micro, tiny, small): sets the shape keys below
@@ -117,8 +120,9 @@ lr_decay_iters = 5000
 min_lr = 6e-5
 # system
 device = 'auto'             # 'auto' (cuda > mps > cpu) | 'cpu' | 'cuda' | 'cuda:1' | 'mps'
-dtype = 'auto'              # 'auto' (bf16 on GPUs that have it, else fp16; fp32 on cpu/mps) | float32 | bfloat16 | float16
-compile = False             # torch.compile the model
+dtype = 'auto'              # 'auto' (bf16 on GPUs that have it, else fp16 with a GradScaler; fp32 on cpu/mps) |
+                            # float32 | bfloat16 | float16
+compile = False             # torch.compile the model (for GPUs: on a 2-core CPU it cost more than it saved)
 grad_checkpoint = False     # recompute activations in backward (less memory, ~30% slower)
 fsdp = False                # under torchrun: shard weights, gradients and optimizer state (FSDP2) instead of DDP
 threads = 0                 # torch's CPU threads per process; 0 = PyTorch's default (one per core; give each of two
@@ -266,23 +270,15 @@ print(f"tokens per iteration: {tokens_per_iter:,} ({gradient_accumulation_steps}
       f"device {device}, dtype {dtype}" + (f", {ddp_world_size} processes" if ddp else ''))
 
 # ---------------------------------------------------------------------------- model
-from model_llama import PRESETS, Llama, LlamaConfig  # noqa: E402
-from model_rwkv7 import RWKV7, RWKV7Config  # noqa: E402
-
-MODELS = {'llama': (Llama, LlamaConfig), 'rwkv7': (RWKV7, RWKV7Config)}
-
-
+from model_llama import PRESETS  # noqa: E402
 
 def load_checkpoint(path):
-    """A checkpoint written by train.py, as a dict; exits with a clear error for a damaged or foreign file."""
+    """A checkpoint written by train.py, as a dict (checkpoint.read_checkpoint); exits with a clear error for a
+    damaged or foreign file."""
     try:
-        ckpt = torch.load(path, map_location='cpu', weights_only=False)
-    except Exception as e:  # a truncated zip, a foreign pickle, ...: anything torch.load cannot read
-        fail(f"cannot read {path} ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}): it is damaged or "
-             f"not a train.py checkpoint; with keep_last, an older ckpt_<iter>.pt copied over it resumes from there")
-    if not isinstance(ckpt, dict) or not {'model', 'model_args', 'tokenizer', 'iter_num'} <= ckpt.keys():
-        fail(f"{path} is not a train.py checkpoint (no model, model_args, tokenizer and iter_num)")
-    return ckpt
+        return read_checkpoint(path, hint="; with keep_last, an older ckpt_<iter>.pt copied over it resumes from there")
+    except CheckpointError as e:
+        fail(str(e))
 
 
 checkpoint = None   # the run to resume
@@ -313,66 +309,30 @@ if init_from == 'resume':
     print("resuming: the model's shape comes from the checkpoint; shape keys given now are ignored"
           + ("; so do the LoRA settings and the base model" if lora_run else ''))
 base_from = lora_run['base']['init_from'] if lora_run else init_from
-if base_from not in ('scratch', 'resume') and not base_from.startswith(PRETRAINED):  # another run's out_dir
-    try:  # a LoRA run's base is the file it was trained on; else best.pt if present, else ckpt.pt
-        name = lora_run['base']['file'] if lora_run else os.path.basename(find_checkpoint(base_from))
-    except FileNotFoundError:
-        name = 'ckpt.pt'
-    if not os.path.isfile(os.path.join(base_from, name)):
-        fail(f"init_from='{base_from}' has no {'best.pt or ckpt.pt' if not lora_run else name}: train that run first"
-             + (" (it is the base model of this LoRA run)" if lora_run else ''))
-    base = load_checkpoint(os.path.join(base_from, name))
-    if base.get('model_type') != model_type or base['tokenizer']['spec'] != tok.spec \
-            or base['tokenizer']['blob'] != tok.blob:
-        fail(f"{base_from}/{name} is a '{base.get('model_type')}' model with tokenizer "
-             f"'{base['tokenizer']['spec']}'; this run has model_type '{model_type}' and data tokenized with "
-             f"'{tok.spec}': they must match")
-    if 'lora' in base:
-        fail(f"{base_from}/{name} holds only LoRA adapters: start from a LoRA run's merged best.pt (written with "
-             f"merge_lora_on_save=True)")
+pretrained = None  # a model built by its own loader: rwkv:, hf:, llama2c:
+if base_from not in ('scratch', 'resume'):
+    try:  # a LoRA run's base is the file it was trained on
+        pretrained, base, what = load_base(
+            base_from, model_type, tok, data_dir, lora_run['base']['file'] if lora_run else None,
+            block_size=block_size, dropout=dropout, vocab_size=64 * math.ceil(meta['vocab_size'] / 64),  # room for
+            wkv_impl=wkv_impl, chunk_len=chunk_len)                                                   # our specials
+    except CheckpointError as e:
+        fail(str(e))
     if not lora_run:
-        model_args = base['model_args']
-    print(f"initialising from {base_from}/{name} (iteration {base['iter_num']})"
-          + ("; a fresh optimizer" if init_from != 'resume' else ''))
-elif base_from.startswith('rwkv:'):
-    try:
-        pretrained = RWKV7.from_pretrained(base_from[5:], block_size=block_size, dropout=dropout, wkv_impl=wkv_impl,
-                                           chunk_len=chunk_len)
-    except (OSError, ValueError, RuntimeError) as e:
-        fail(f"cannot load {base_from[5:]}: {e}")
-    if not lora_run:
-        model_args = dataclasses.asdict(pretrained.config)
-    print(f"loaded {base_from[5:]}")
-elif base_from.startswith(('hf:', 'llama2c:')):  # a pretrained Llama / Mistral / Qwen2 / llama2.c model
-    from model_llama import resolve_pretrained
-    from tokenizer import pretrained_tokenizer
-    try:
-        local = resolve_pretrained(base_from.split(':', 1)[1])
-        own = get_tokenizer(pretrained_tokenizer(local))
-        pretrained = Llama.from_pretrained(local, block_size=block_size, dropout=dropout,
-                                           vocab_size=64 * math.ceil(meta['vocab_size'] / 64))  # room for our specials
-    except (OSError, ValueError, RuntimeError) as e:
-        fail(f"cannot load {base_from}: {e}")
-    if own.blob != tok.blob:
-        fail(f"{base_from} comes with its own tokenizer, but {data_dir} was tokenized with '{tok.spec}': prepare "
-             f"the data with --tokenizer={own.spec}")
-    if not lora_run:
-        model_args = dataclasses.asdict(pretrained.config)
-    print(f"loaded {base_from} ({pretrained.get_num_params() / 1e6:.2f}M parameters)")
-elif init_from == 'resume':
-    pass
-elif model_type == 'rwkv7':
-    model_args = dict(block_size=block_size, vocab_size=vocab_size or 64 * math.ceil(meta['vocab_size'] / 64),
-                      n_layer=n_layer, n_embd=n_embd, head_size=head_size, dim_ffn=dim_ffn, dropout=dropout)
-else:
-    shape = dict(n_layer=n_layer, n_head=n_head, n_kv_head=n_kv_head, n_embd=n_embd)
-    if preset:
-        if preset not in PRESETS:
+        model_args = base['model_args'] if base else dataclasses.asdict(pretrained.config)
+    print(what + ("; a fresh optimizer" if base and init_from != 'resume' else ''))
+if base_from == 'scratch' and init_from != 'resume':  # a new model of the shape keys
+    model_args = dict(block_size=block_size, dropout=dropout,
+                      vocab_size=vocab_size or 64 * math.ceil(meta['vocab_size'] / 64))  # padded: faster matmuls
+    if model_type == 'rwkv7':
+        model_args.update(n_layer=n_layer, n_embd=n_embd, head_size=head_size, dim_ffn=dim_ffn)
+    else:
+        if preset and preset not in PRESETS:
             fail(f"unknown preset '{preset}': choose one of {', '.join(PRESETS)}")
-        shape = PRESETS[preset]
-    model_args = dict(shape, block_size=block_size, vocab_size=vocab_size or 64 * math.ceil(meta['vocab_size'] / 64),
-                      intermediate_size=intermediate_size, rope_theta=rope_theta, norm_eps=norm_eps,
-                      tie_embeddings=tie_embeddings, qkv_bias=qkv_bias, dropout=dropout)
+        model_args.update(PRESETS[preset] if preset else dict(n_layer=n_layer, n_head=n_head, n_kv_head=n_kv_head,
+                                                                n_embd=n_embd),
+                          intermediate_size=intermediate_size, rope_theta=rope_theta, norm_eps=norm_eps,
+                          tie_embeddings=tie_embeddings, qkv_bias=qkv_bias)
 if model_args['vocab_size'] < meta['vocab_size']:
     fail(f"vocab_size {model_args['vocab_size']} is smaller than the tokenizer's {meta['vocab_size']} ({data_dir}): "
          f"leave vocab_size=0 to size it from the data")
@@ -382,8 +342,8 @@ if block_size > model_args['block_size']:
 if model_type == 'rwkv7':  # the WKV implementation is a run-time choice, also on resume
     model_args.update(wkv_impl=wkv_impl, chunk_len=chunk_len)
 try:
-    model = pretrained if base_from.startswith(PRETRAINED) else \
-        MODELS[model_type][0](MODELS[model_type][1](**model_args))
+    Model, Config = model_class(model_type)
+    model = pretrained if pretrained is not None else Model(Config(**model_args))
 except (ValueError, ZeroDivisionError) as e:
     fail(f"bad model shape: {e}")
 model_args = dataclasses.asdict(model.config)  # with derived values (intermediate_size, LoRA ranks) filled in
@@ -395,28 +355,16 @@ print(f"model: {model.get_num_params() / 1e6:.2f}M parameters, {json.dumps(model
 
 lora_info = None  # a LoRA run: its settings and base reference, written into its checkpoints
 if lora_r or lora_run:
-    from lora import DEFAULT_TARGETS, LoRAError, apply_lora, count_params, load_lora_state_dict, lora_state_dict, \
-        merged_state_dict, save_adapter
+    from lora import DEFAULT_TARGETS, LoRAError, load_lora_state_dict, lora_state_dict, merged_state_dict, \
+        save_adapter, setup_lora
     lora_info = lora_run or dict(
         r=lora_r, alpha=lora_alpha, dropout=lora_dropout, rslora=rslora, qlora=qlora,
         targets=[t.strip() for t in lora_targets.split(',') if t.strip()] or DEFAULT_TARGETS[model_type],
-        base=dict(init_from=init_from, file=name if base is not None else None, fingerprint=None))
+        base=dict(init_from=init_from, file=os.path.basename(base['path']) if base else None, fingerprint=None))
     try:
-        wrapped = apply_lora(model, lora_info['targets'], lora_info['r'], lora_info['alpha'], lora_info['dropout'],
-                             lora_info['rslora'])
-        if lora_run is not None:
-            load_lora_state_dict(model, checkpoint['model'])
+        print(setup_lora(model, lora_info, checkpoint['model'] if lora_run else None))
     except LoRAError as e:
         fail(str(e))
-    if lora_run is not None and model.lora_base_fingerprint != lora_run['base']['fingerprint']:
-        fail(f"the base model '{base_from}' is not the one this LoRA run was trained on (fingerprint "
-             f"{model.lora_base_fingerprint}, the run's {lora_run['base']['fingerprint']}): it changed since "
-             f"(a scratch base also depends on the seed)")
-    lora_info['base']['fingerprint'] = model.lora_base_fingerprint
-    n_train, n_total = count_params(model)
-    print(f"LoRA r={lora_info['r']}, alpha={lora_info['alpha']}{' (rsLoRA)' if lora_info['rslora'] else ''} on "
-          f"{len(wrapped)} layers ({','.join(lora_info['targets'])}): {n_train:,} trainable of {n_total:,} "
-          f"parameters ({100 * n_train / n_total:.2f}%)")
 base = None  # free memory
 model.grad_checkpoint = grad_checkpoint
 if lora_info is not None and lora_info['qlora']:
@@ -440,76 +388,11 @@ elif fsdp:  # each block a unit of its own (all-gathered only for its forward an
 else:
     model.to(device)
 
-sft = meta.get('format') == 'chat'  # supervised examples with loss masks (prepare.py --format=chat)
-try:
-    data = {sp: load_split(data_dir, sp, model_args['vocab_size']) for sp in ('train', 'val')}
-    if sft:
-        masks = {sp: [read_shard(os.path.join(data_dir, f'mask_{sp}_{i:03d}.bin')) for i in range(len(data[sp]))]
-                 for sp in data}
-        # examples: (shard, start, length, difficulty) rows; training order by difficulty when curriculum is on
-        examples = {sp: np.concatenate([np.column_stack([np.full(len(ix), i), ix]) for i, ix in enumerate(
-            np.load(os.path.join(data_dir, f'idx_{sp}_{i:03d}.npy')) for i in range(len(data[sp])))]) for sp in data}
-        if curriculum:
-            examples['train'] = examples['train'][np.argsort(examples['train'][:, 3], kind='stable')]
+try:  # token windows, or chat examples with loss masks (data.py)
+    data = Batches(data_dir, meta, model_args['vocab_size'], block_size, batch_size, curriculum, group_by_length)
 except DataError as e:
     fail(str(e))
-except FileNotFoundError as e:  # a chat data folder without its mask or index files
-    fail(f"{e}: prepare the data again")
-truncated = 0  # chat examples longer than a row, cut (this process's count)
-# a window of block_size + 1 tokens starts anywhere it fits inside one shard
-starts = {sp: np.array([max(len(s) - block_size, 0) for s in shards]) for sp, shards in data.items()}
-for sp in data:
-    if starts[sp].sum() == 0 and not sft:
-        fail(f"the {sp} split of {data_dir} has no shard of at least block_size + 1 = {block_size + 1} tokens: "
-             f"lower block_size or prepare more data")
-    if sft and not len(examples[sp]):
-        fail(f"the {sp} split of {data_dir} has no examples: prepare more data")
-cum_starts = {sp: np.cumsum(starts[sp]) for sp in starts}  # window starts counted across shards
-if sft and group_by_length:  # (band_len, members) of each split: examples grouped by length (shards.py)
-    bands = {sp: length_bands(examples[sp][:, 2], block_size) for sp in examples}
 sampler = torch.Generator().manual_seed(seed)  # the data order; its state is saved, so resume is exact
-
-
-def draw(split, gen):
-    """The random part of a batch from generator gen: batch_size window starts (token data) or first examples (chat
-    data), an int64 tensor. With curriculum, the first epoch draws from the easiest share of the examples, a share
-    that grows to all of them. With group_by_length, ~batch_size * block_size tokens of examples of one band of
-    lengths (shards.draw_by_length)."""
-    if not sft:
-        return torch.randint(int(cum_starts[split][-1]), (batch_size,), generator=gen)
-    share = min(1.0, (iter_num + 1) * tokens_per_iter / meta['train_tokens']) if curriculum and split == 'train' else 1
-    n = max(batch_size, int(len(examples[split]) * share))  # examples[:n] may be drawn (curriculum: the easiest)
-    if not group_by_length:
-        return torch.randint(n, (batch_size,), generator=gen)
-    return draw_by_length(*bands[split], n, batch_size * block_size, gen)
-
-
-def get_batch(split, picks):
-    """The (X, Y) batch of picks (from draw): int64, shape (batch_size, block_size), on the device; Y is X shifted by
-    one token. Chat data: rows start at an example and pack whole examples one after another while they fit in
-    block_size + 1 tokens (an example is never split; one longer than a row is truncated and counted), the rest
-    padded (group_by_length: one example per row, rows as long as the band's longest allowed); Y is -1 wherever the
-    mask says the token is not learned."""
-    global truncated
-    if sft:
-        length = block_size + 1  # group_by_length: one example per row, to the end of the picks' band
-        if group_by_length:
-            longest = int(examples[split][picks.numpy(), 2].max())
-            length = next((L for L in bands[split][0] if L >= longest - 1), block_size) + 1
-        rows, learn, cut = pack_examples(data[split], masks[split], examples[split], picks.tolist(), length,
-                                         meta['eot_id'], lookahead=0 if group_by_length else 8)
-        truncated += cut if split == 'train' else 0
-        x, y = torch.from_numpy(rows[:, :-1]), torch.from_numpy(np.where(learn[:, 1:], rows[:, 1:], -1))
-    else:
-        cum, pick = cum_starts[split], picks.numpy()
-        shard_of = np.searchsorted(cum, pick, side='right')
-        offsets = pick - (cum - starts[split])[shard_of]
-        rows = np.stack([data[split][s][o:o + block_size + 1] for s, o in zip(shard_of, offsets)]).astype(np.int64)
-        x, y = torch.from_numpy(rows[:, :-1]), torch.from_numpy(rows[:, 1:])
-    if device_type == 'cuda':
-        return x.pin_memory().to(device, non_blocking=True), y.pin_memory().to(device, non_blocking=True)
-    return x.to(device), y.to(device)
-
 
 scaler = torch.amp.GradScaler(device_type, enabled=(dtype == 'float16'))
 optimizer = model.configure_optimizers(weight_decay, learning_rate, (beta1, beta2), device_type)
@@ -560,20 +443,10 @@ def restore(ck, weights=False):
     if scaler.is_enabled() and ck['scaler']:  # an fp32/bf16 run has no scaler state
         scaler.load_state_dict(ck['scaler'])
     iter_num, best_val_loss, lr_factor = ck['iter_num'], ck['best_val_loss'], ck.get('lr_factor', 1.0)
-    rng = ck['rng']
-    sampler.set_state(rng['sampler'])  # the same on every rank: the data order does not depend on the world size
-    random.setstate(rng['python'])
-    np.random.set_state(rng['numpy'])
-    saved = rng.get('ranks') or [rng]  # the torch RNG states (dropout) of each process that wrote the checkpoint
-    if len(saved) != ddp_world_size:
-        print(f"note: the checkpoint was written by {len(saved)} process(es), this run has {ddp_world_size}: the "
+    writers = set_rng_state(ck['rng'], sampler, device, ddp_rank, ddp_world_size)
+    if writers != ddp_world_size:
+        print(f"note: the checkpoint was written by {writers} process(es), this run has {ddp_world_size}: the "
               f"data order goes on exactly, dropout masks differ from those of an unbroken run")
-    if ddp_rank < len(saved):
-        torch.set_rng_state(saved[ddp_rank]['torch'])
-        if device_type == 'cuda' and saved[ddp_rank].get('cuda') is not None:
-            torch.cuda.set_rng_state(saved[ddp_rank]['cuda'], device)
-        if device_type == 'mps' and saved[ddp_rank].get('mps') is not None:
-            torch.mps.set_rng_state(saved[ddp_rank]['mps'])
     loss_acc, n_acc = ck['log_acc']  # a log window cut by the stop goes on after it
 
 
@@ -602,10 +475,11 @@ def estimate_loss():
         gen = torch.Generator().manual_seed(seed + 1)
         sums = torch.zeros(2, eval_iters, device=device)  # loss x tokens and tokens of each batch
         for k in range(eval_iters):
-            picks = draw(split, gen)
+            picks = data.draw(split, gen, iter_num, tokens_per_iter)
             mine = k % ddp_world_size == ddp_rank  # DDP: each rank its share of the batches, summed below
-            if mine or fsdp and k == eval_iters - 1 and ddp_rank > k % ddp_world_size:  # FSDP's forwards gather the
-                X, Y = get_batch(split, picks)  # weights: every rank runs as many, those without a batch a spare one
+            # FSDP's forwards gather the weights: every rank runs as many, those without a batch a spare one
+            if mine or fsdp and k == eval_iters - 1 and ddp_rank > k % ddp_world_size:
+                X, Y = data.get(split, picks, device)
                 n = int((Y != -1).sum()) if mine else 0
                 if n or fsdp:  # chat data: rows may hold no supervised token
                     with ctx:
@@ -640,14 +514,7 @@ def save(name, with_state):
     leaves the previous file as it was and stops the run."""
     rng, error = None, None
     if with_state:  # every rank's torch RNG (their dropout masks differ); the rest is the same on all ranks
-        mine = {'torch': torch.get_rng_state(), 'cuda': torch.cuda.get_rng_state(device) if device_type == 'cuda'
-                else None, 'mps': torch.mps.get_rng_state() if device_type == 'mps' else None}
-        ranks = [mine]
-        if ddp:
-            ranks = [None] * ddp_world_size
-            torch.distributed.all_gather_object(ranks, mine)
-        rng = dict(mine, ranks=ranks if ddp else None, sampler=sampler.get_state(), python=random.getstate(),
-                   numpy=np.random.get_state())
+        rng = rng_state(sampler, device, ddp)
     if fsdp:  # every rank takes part in gathering the full tensors onto rank 0's CPU
         weights = dsd.get_model_state_dict(raw_model, options=FULL)
         opt_state = dsd.get_optimizer_state_dict(raw_model, optimizer, options=FULL) if with_state else None
@@ -673,25 +540,16 @@ def save(name, with_state):
             with open(os.path.join(out_dir, 'config.json.tmp'), 'w') as f:  # the config of the checkpoints beside it
                 json.dump(config, f, indent=2)
             os.replace(os.path.join(out_dir, 'config.json.tmp'), os.path.join(out_dir, 'config.json'))
-            with open(path + '.tmp', 'wb') as f:
-                torch.save(ckpt, f)
-                f.flush()
-                os.fsync(f.fileno())
-            if _save_pause and name == 'ckpt.pt':
-                print(f"writing {path}.tmp")
-                time.sleep(_save_pause)
-            os.replace(path + '.tmp', path)
+            atomic_save(ckpt, path, pause=_save_pause if name == 'ckpt.pt' else 0)
         except (OSError, RuntimeError) as e:  # torch.save reports a failed write as either
             full = any(getattr(x, 'errno', None) == errno.ENOSPC for x in (e, e.__context__, e.__cause__))
-            if os.path.lexists(path + '.tmp'):
-                os.remove(path + '.tmp')
             error = (f"{'the disk is full' if full else 'cannot write'} while saving {path} "
                      f"({str(e).splitlines()[0]}): removed the partial {path}.tmp; "
                      + (f"the previous {path} (iteration {on_disk[name]}) is kept as it was" if name in on_disk
                         else f"no earlier {name} of this run") + ". Free some space and resume with --init_from=resume")
         else:
             if with_state and keep_last:
-                keep_checkpoint(path)
+                keep_checkpoints(path, iter_num, keep_last)
     if ddp:
         box = [error]
         torch.distributed.broadcast_object_list(box, src=0)
@@ -699,21 +557,6 @@ def save(name, with_state):
     if error:
         fail(error)
     on_disk[name] = iter_num
-
-
-def keep_checkpoint(path):
-    """Keep the ckpt.pt just written as ckpt_<iter>.pt too (a hard link) and delete all but the keep_last newest."""
-    kept = os.path.join(out_dir, f'ckpt_{iter_num:06d}.pt')
-    try:
-        if os.path.lexists(kept):
-            os.remove(kept)
-        os.link(path, kept)
-    except OSError as e:  # a file system without hard links
-        print(f"warning: could not keep {kept}: {e}")
-    numbered = [f for f in os.listdir(out_dir) if re.fullmatch(r'ckpt_\d+\.pt', f)]
-    numbered.sort(key=lambda f: (os.stat(os.path.join(out_dir, f)).st_mtime_ns, int(f[5:-3])))  # newest last
-    for f in numbered[:-keep_last]:
-        os.remove(os.path.join(out_dir, f))
 
 
 def log(record):
@@ -728,12 +571,11 @@ def log(record):
 if eval_only:
     print(json.dumps(estimate_loss()))
     if master_process and not fsdp:  # val loss, perplexity and bits per byte as bench.py gives them (unsharded)
-        import bench
-        bench.device, bench.out_dir, bench.data_dir, bench.batch_size = device, '', data_dir, batch_size
+        from bench import perplexity
         try:
             with ctx:
-                bench.bench_perplexity(run=(raw_model.eval(), tok, {'path': f"the model of init_from='{init_from}'",
-                                                                    'config': config}))
+                perplexity(raw_model.eval(), tok, data_dir, f"the model of init_from='{init_from}'",
+                           batch_size=batch_size, device=device)
         except ConfigError as e:
             fail(str(e))
     if ddp:
@@ -799,8 +641,8 @@ while True:
     # one optimizer step over gradient_accumulation_steps micro-batches, drawn alike on every rank; each rank trains
     # on its own consecutive share. A micro-batch's loss is weighted by its share of the target tokens of the whole
     # window (all ranks), so the step's loss is the mean over all tokens of the window, on any number of processes
-    picks = [draw('train', sampler) for _ in range(gradient_accumulation_steps)]
-    batches = [get_batch('train', p) for p in picks[ddp_rank * micro_steps:(ddp_rank + 1) * micro_steps]]
+    picks = [data.draw('train', sampler, iter_num, tokens_per_iter) for _ in range(gradient_accumulation_steps)]
+    batches = [data.get('train', p, device) for p in picks[ddp_rank * micro_steps:(ddp_rank + 1) * micro_steps]]
     counts = [int((Y != -1).sum()) for _, Y in batches]
     total = sum(counts)
     if ddp:  # chat data: the supervised tokens differ from rank to rank
@@ -822,7 +664,7 @@ while True:
         step_loss += loss.detach()
     _nan_iters.discard(iter_num)
     stats = torch.stack([step_loss, torch.tensor(float(stop_signal), device=device),
-                         torch.tensor(float(truncated), device=device)])
+                         torch.tensor(float(data.truncated), device=device)])
     if ddp:  # the step's loss over all ranks; whether any rank was asked to stop
         torch.distributed.all_reduce(stats)
     step_lossf, stop_f, truncated_f = stats.tolist()  # one device-to-host copy per step

@@ -2,7 +2,8 @@
 # counterpart of reasoning_llama.py, with O(1)-per-token generation.
 # python prepare.py --tokenizer=sp:512 && python train.py config/reasoning_rwkv.py   (measured with sp:512)
 # python bench.py --task=gsm_synth --out_dir=out-reasoning-rwkv --max_new_tokens=480
-# Measured: 86.2% of 500 held-out problems after 1000 iterations (the Llama quickstart: 86.6% after 1900, sp:1024).
+# Measured: 86.2% of 500 held-out problems after 1000 iterations, on sp:512 packed rows with AdamW (the Llama
+# quickstart, config/reasoning_llama.py: 92.0% after 1950 iterations, sp:1024, grouped by length, Muon on the MLP).
 out_dir = 'out-reasoning-rwkv'
 data_dir = 'data/gsm_synth_sp512'
 model_type = 'rwkv7'
