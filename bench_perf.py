@@ -242,7 +242,8 @@ def memory_step(mode, shape, *, device, seed, batch, block):
     import ctypes
     from lora import DEFAULT_TARGETS, apply_lora, count_params
     from model_llama import Llama, LlamaConfig
-    from qlora import adamw8bit, quantize_model, quantized_bytes
+    from optim import adamw8bit
+    from qlora import quantize_model, quantized_bytes
     cuda, dev_type = device.startswith('cuda'), device.split(':')[0]
     ptdtype = torch.bfloat16 if cuda else torch.float32  # as train.py: bf16 compute on GPU, fp32 on CPU
     trim = ctypes.CDLL('libc.so.6').malloc_trim if sys.platform == 'linux' else lambda _: None

@@ -52,14 +52,14 @@ def find_checkpoint(out_dir, ckpt=''):
 def read_checkpoint(path, hint=''):
     """The dict of the train.py checkpoint file at `path` (tensors on the CPU). Raises CheckpointError when the file
     cannot be read (damaged, truncated, not a torch file: `hint` is added to that message), is no train.py checkpoint
-    (no model, model_args, tokenizer and iter_num) or holds another model type than llama or rwkv7."""
+    (no model, model_args and tokenizer) or holds another model type than llama or rwkv7."""
     try:
         ck = torch.load(path, map_location='cpu', weights_only=False)  # our own files: they hold plain Python too
     except Exception as e:  # a truncated zip, a text file, a foreign pickle: whatever torch.load cannot read
         raise CheckpointError(f"cannot read {path} ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}): "
                               f"it is damaged or not a train.py checkpoint{hint}") from None
-    if not isinstance(ck, dict) or not {'model', 'model_args', 'tokenizer', 'iter_num'} <= ck.keys():
-        raise CheckpointError(f"{path} is not a train.py checkpoint (no model, model_args, tokenizer and iter_num)")
+    if not isinstance(ck, dict) or not {'model', 'model_args', 'tokenizer'} <= ck.keys():
+        raise CheckpointError(f"{path} is not a train.py checkpoint (no model, model_args and tokenizer)")
     if ck.get('model_type') not in ('llama', 'rwkv7'):
         raise CheckpointError(f"{path} holds a '{ck.get('model_type')}' model; this project runs 'llama' and 'rwkv7'")
     return ck
@@ -230,4 +230,4 @@ def load_base(spec, model_type, tok, data_dir, file=None, *, block_size, dropout
         raise CheckpointError(f"{path} holds only LoRA adapters: start from a LoRA run's merged best.pt (written "
                               f"with merge_lora_on_save=True)")
     base['path'] = path
-    return None, base, f"initialising from {path} (iteration {base['iter_num']})"
+    return None, base, f"initialising from {path} (iteration {base.get('iter_num', '?')})"

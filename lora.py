@@ -14,9 +14,9 @@ as it was. Works on model_llama.Llama and model_rwkv7.RWKV7 (and any nn.Module w
     merged_state_dict(model)                                     # the plain model's state dict, adapters folded in
     save_peft('adapter', llama)                                  # a PEFT LoRA folder for the export_hf of its base
 
-A 4-bit (QLoRA) base is handled by qlora.py; here it is only dequantized, for merged_state_dict.
+A 4-bit (QLoRA) base comes from qlora.py; here it is only dequantized (merged_state_dict, merge_qlora).
 
-    python lora.py out-lora out-lora-hf     # a LoRA run of a Llama -> out-lora-hf/base (export_hf) + /adapter (PEFT)
+    python export.py out-lora out-lora-hf --peft   # a LoRA run of a Llama -> base (export_hf) + adapter (save_peft)
 """
 
 import fnmatch
@@ -184,12 +184,12 @@ def count_params(model):
 @torch.no_grad()
 def merge_lora(model):
     """Fold each adapter into its base weight (W += scaling * B A) so the forward pass skips the adapters. In place;
-    undo with unmerge_lora. Raises LoRAError on a 4-bit base (qlora.merge_qlora dequantizes first)."""
+    undo with unmerge_lora. Raises LoRAError on a 4-bit base (merge_qlora dequantizes first)."""
     for name, m in lora_modules(model):
         if m.merged:
             continue
         if not m.base.weight.is_floating_point():
-            raise LoRAError(f"'{name}' has a 4-bit base: use qlora.merge_qlora (dequantizes) or merged_state_dict")
+            raise LoRAError(f"'{name}' has a 4-bit base: use merge_qlora (dequantizes) or merged_state_dict")
         m.base.weight.add_(m.delta().to(m.base.weight.dtype))
         m.merged = True
 
@@ -335,51 +335,25 @@ def save_peft(out_dir, model, base_model_name_or_path=''):
     return out_dir
 
 
-def export_run(run_dir, out_dir):
-    """A train.py LoRA run of a Llama -> two Hugging Face folders: out_dir/base, its base model (export_hf, with the
-    run's tokenizer files) and out_dir/adapter, its best adapters (run_dir/adapter.safetensors; ckpt.pt's latest
-    when there is none yet) as PEFT (save_peft, base_model_name_or_path the base folder). The base is rebuilt from
-    the run's reference: another run's checkpoint (its init_from path, relative to where train.py ran) or an
-    hf:/llama2c: model, and checked against the run's fingerprint. A QLoRA run's base is the original, unquantized
-    one (as PEFT's QLoRA adapters are used). Returns (base folder, adapter folder). Raises LoRAError: not a LoRA
-    run of a Llama, a seeded scratch base (stored nowhere: export the merged best.pt with model_llama.py), another
-    base than the run's."""
-    from checkpoint import read_checkpoint
-    from model_llama import Llama, LlamaConfig, export_hf, resolve_pretrained
-    from tokenizer import hf_files
-    ck = read_checkpoint(os.path.join(run_dir, 'ckpt.pt'))
-    info = ck.get('lora')
-    if info is None or ck.get('model_type') != 'llama':
-        raise LoRAError(f"{run_dir}/ckpt.pt is not a LoRA run of a Llama (train.py --lora_r, model_type llama)")
-    src, args = info['base']['init_from'], ck['model_args']
-    if src.startswith(('hf:', 'llama2c:')):
-        model = Llama.from_pretrained(resolve_pretrained(src.split(':', 1)[1]), block_size=args['block_size'],
-                                      vocab_size=args['vocab_size'])
-    elif info['base']['file']:
-        base = read_checkpoint(os.path.join(src, info['base']['file']))
-        model = Llama(LlamaConfig(**base['model_args']))
-        model.load_state_dict(base['model'])
-    else:
-        raise LoRAError(f"the base of {run_dir} is a seeded scratch model, stored nowhere: export its merged best.pt "
-                        f"(python model_llama.py {run_dir}/best.pt {out_dir})")
-    if base_fingerprint(model) != info['base']['fingerprint']:
-        raise LoRAError(f"the base '{src}' is not the one {run_dir} was trained on (fingerprint "
-                        f"{base_fingerprint(model)}, the run's {info['base']['fingerprint']}): it changed since")
-    base_dir, adapter = os.path.join(out_dir, 'base'), os.path.join(run_dir, 'adapter.safetensors')
-    export_hf(model, base_dir, hf_files(ck['tokenizer']))
-    if os.path.isfile(adapter):
-        load_adapter(adapter, model)
-    else:
-        apply_lora(model, info['targets'], info['r'], info['alpha'], info['dropout'], info['rslora'])
-        load_lora_state_dict(model, ck['model'])
-    return base_dir, save_peft(os.path.join(out_dir, 'adapter'), model, os.path.abspath(base_dir))
-
-
-if __name__ == '__main__':  # python lora.py out-lora out-lora-hf: a LoRA run as a Hugging Face base + PEFT adapter
-    import sys
-    if len(sys.argv) != 3:
-        sys.exit("usage: python lora.py <a LoRA run's out_dir> <export folder> (writes <folder>/base, /adapter)")
-    try:
-        print("wrote {} and {}".format(*export_run(*sys.argv[1:3])))
-    except (LoRAError, OSError, ValueError) as e:  # OSError: no such run or base; ValueError: an unusable base
-        sys.exit(f"lora.py: error: {e}")
+@torch.no_grad()
+def merge_qlora(model, dtype=torch.float32):
+    """Dequantize every 4-bit layer into a plain nn.Linear of `dtype` and fold the adapters in (lora.merge_lora).
+    The result is a 32- (or 16-) bit model; it is not re-quantized. It computes what the QLoRA model computed, but
+    its base is the NF4-rounded one, not the original weights: warns so. In place; returns the model."""
+    from qlora import dequantize_weight, require_bnb
+    bnb = require_bnb()
+    warnings.warn("merging into a 4-bit base: the NF4 weights are dequantized and the merged model is exported in "
+                  f"{str(dtype).removeprefix('torch.')}; it keeps the 4-bit rounding of the base (not the original "
+                  "weights) and is not re-quantized", stacklevel=3)
+    for name, m in [(n, m) for n, m in model.named_modules() if isinstance(m, bnb.nn.Linear4bit)]:
+        lin = nn.Linear(m.in_features, m.out_features, bias=m.bias is not None, device=m.weight.device, dtype=dtype)
+        lin.weight.data.copy_(dequantize_weight(m.weight))
+        if m.bias is not None:
+            lin.bias.data.copy_(m.bias)
+        lin.requires_grad_(False)
+        parent, _, child = name.rpartition('.')
+        setattr(model.get_submodule(parent) if parent else model, child, lin)
+    for _, m in lora_modules(model):
+        m.to(dtype)
+    merge_lora(model)
+    return model

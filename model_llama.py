@@ -8,7 +8,7 @@ arXiv:2104.09864, eq. 34; Hugging Face's "rotate half" layout), GQA (Ainslie et 
 SwiGLU (Shazeer 2020, arXiv:2002.05202). The layer structure and names follow Hugging Face's LlamaForCausalLM
 (q_proj/k_proj/v_proj/o_proj, gate_proj/up_proj/down_proj), so its weights map one to one.
 
-No import of other project files (but export_checkpoint's of tokenizer.py): copy this file out and it works.
+No import of other project files: copy this file out and it works (export.py writes a run as a Hugging Face folder).
 """
 
 import inspect
@@ -571,38 +571,3 @@ def export_hf(model, out_dir, tokenizer_files=None):
         with open(os.path.join(out_dir, name), 'wb') as f:
             f.write(data)
     return out_dir
-
-
-def export_checkpoint(path, out_dir):
-    """A train.py checkpoint of a Llama (a LoRA run's merged best.pt too) -> export_hf, with the tokenizer files that
-    AutoTokenizer reads (tokenizer.hf_files), all built before out_dir is touched. Raises OSError (no file; out_dir a
-    file), ValueError (an RWKV-7 run, a LoRA run's ckpt.pt, an unreadable file, a tokenizer hf_files cannot write)."""
-    from tokenizer import hf_files
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"no checkpoint {path}: give a train.py checkpoint, e.g. out-run/best.pt")
-    try:
-        ck = torch.load(path, map_location='cpu', weights_only=False)
-    except Exception as e:  # a truncated zip, a text file, a foreign pickle: whatever torch.load cannot read
-        raise ValueError(f"cannot read {path} ({type(e).__name__}): damaged, or no train.py checkpoint") from None
-    kind = ck.get('model_type') if isinstance(ck, dict) else None
-    if kind != 'llama' or 'lora' in ck or not {'model', 'model_args'} <= ck.keys():
-        raise ValueError(f"{path} holds an RWKV-7 model, which transformers cannot run: only Llama runs export"
-                         if kind == 'rwkv7' else f"{path} is not a train.py checkpoint of a full Llama (LoRA runs: "
-                         f"export best.pt, or the base and a PEFT adapter with python lora.py <run> <folder>)")
-    model = Llama(LlamaConfig(**ck['model_args']))
-    model.load_state_dict(ck['model'])  # RuntimeError: missing or misshapen weights
-    return export_hf(model, out_dir, hf_files(ck['tokenizer']) if ck.get('tokenizer') else None)
-
-
-if __name__ == '__main__':  # python model_llama.py out-run/best.pt out-run-hf: a run as a Hugging Face folder
-    import sys
-    args, usage = sys.argv[1:], 'usage: python model_llama.py <train.py checkpoint, e.g. out-run/best.pt> <folder>'
-    if args in (['-h'], ['--help']):
-        sys.exit(print(usage))
-    try:
-        if len(args) != 2:
-            raise ValueError(f"expected 2 arguments, got {len(args)} ({usage})")
-        print(f"wrote {export_checkpoint(*args)}")
-    except (OSError, ValueError, RuntimeError) as e:
-        print(f"model_llama.py: error: {e}".replace('\n', '\\n'), file=sys.stderr)
-        sys.exit(1)

@@ -1,10 +1,10 @@
 """
-The bitsandbytes parts of fine-tuning: QLoRA's 4-bit NF4 base with double quantization (Dettmers et al. 2023,
-arXiv:2305.14314) under LoRA adapters (lora.py), and 8-bit AdamW (Dettmers et al. 2021, arXiv:2110.02861).
+QLoRA's 4-bit NF4 base with double quantization (Dettmers et al. 2023, arXiv:2305.14314) under LoRA adapters
+(lora.py), through bitsandbytes (its 8-bit AdamW is optim.py's).
 
     apply_lora(model, targets, r, alpha)           # lora.py: adapters on, everything else frozen
     quantize_model(model, torch.bfloat16, 'cuda')  # every frozen linear but the head -> NF4, layer by layer
-    merge_qlora(model)                             # dequantize, fold the adapters in: a plain 32/16-bit model
+    lora.merge_qlora(model)                        # dequantize, fold the adapters in: a plain 32/16-bit model
 
 Every nn.Linear except the output head (and tied weights) becomes a bitsandbytes Linear4bit: NF4 codes in blocks of
 64 with an absmax each, the absmaxes themselves 8-bit quantized (compress_statistics=True): ~0.52 bytes a weight.
@@ -23,12 +23,10 @@ check_device checks exactly that on the device before a model is quantized.
 """
 
 import logging
-import warnings
 
 import torch
 import torch.nn as nn
 
-from lora import lora_modules, merge_lora
 
 HEAD_NAMES = ('lm_head', 'head')  # model_llama / model_rwkv7 output heads: kept in the compute dtype
 
@@ -137,40 +135,3 @@ def dequantize_weight(w):
     if getattr(w.quant_state, 'packing_format_for_cpu', False):
         w.data, w.quant_state = bnbF._convert_weight_packed_for_cpu_inverse(w.data, w.quant_state)
     return bnbF.dequantize_4bit(w.data, w.quant_state)
-
-
-@torch.no_grad()
-def merge_qlora(model, dtype=torch.float32):
-    """Dequantize every 4-bit layer into a plain nn.Linear of `dtype` and fold the adapters in (lora.merge_lora).
-    The result is a 32- (or 16-) bit model; it is not re-quantized. It computes what the QLoRA model computed, but
-    its base is the NF4-rounded one, not the original weights: warns so. In place; returns the model."""
-    bnb = require_bnb()
-    warnings.warn("merging into a 4-bit base: the NF4 weights are dequantized and the merged model is exported in "
-                  f"{str(dtype).removeprefix('torch.')}; it keeps the 4-bit rounding of the base (not the original "
-                  "weights) and is not re-quantized", stacklevel=3)
-    for name, m in [(n, m) for n, m in model.named_modules() if isinstance(m, bnb.nn.Linear4bit)]:
-        lin = nn.Linear(m.in_features, m.out_features, bias=m.bias is not None, device=m.weight.device, dtype=dtype)
-        lin.weight.data.copy_(dequantize_weight(m.weight))
-        if m.bias is not None:
-            lin.bias.data.copy_(m.bias)
-        lin.requires_grad_(False)
-        parent, _, child = name.rpartition('.')
-        setattr(model.get_submodule(parent) if parent else model, child, lin)
-    for _, m in lora_modules(model):
-        m.to(dtype)
-    merge_lora(model)
-    return model
-
-
-def adamw8bit(param_groups, lr, betas, device_type, paged=False):
-    """bitsandbytes' 8-bit AdamW (decoupled weight decay, block-wise 8-bit moments; tensors under 4096 elements keep
-    32-bit moments) over torch-style `param_groups` (e.g. from a model's configure_optimizers: their weight_decay
-    and lr_scale are kept; empty groups are dropped). paged: PagedAdamW8bit (moments paged out under GPU memory
-    pressure; plain on CPU). Raises RuntimeError on a CPU with bitsandbytes < 0.50 (no CPU optimizer kernels)."""
-    bnb = require_bnb()
-    if device_type != 'cuda' and tuple(int(x) for x in bnb.__version__.split('.')[:2]) < (0, 50):
-        raise RuntimeError(f"8-bit AdamW needs a CUDA GPU with bitsandbytes {bnb.__version__}: its CPU optimizers "
-                           f"came in 0.50 (pip install -U bitsandbytes), or use optim='adamw'")
-    groups = [{k: v for k, v in g.items() if k in ('params', 'weight_decay', 'lr_scale')} for g in param_groups]
-    cls = bnb.optim.PagedAdamW8bit if paged else bnb.optim.AdamW8bit
-    return cls([g for g in groups if g['params']], lr=lr, betas=betas)

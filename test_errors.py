@@ -224,7 +224,7 @@ CASES = [
     ('bench.py', 'max_new_tokens 0', ['--max_new_tokens=0'], "max_new_tokens", {}),
     ('bench.py', 'negative limit', ['--limit=-1', '--data=two_q.jsonl'], "limit", {}),
 
-    # test_all.py's train.py errors (the full table is test_train.py's)
+    # a few of train.py's errors (the full table is test_train.py's)
     ('train.py', 'unknown config key', ['--lerning_rate=1'], "learning_rate", {}),
     ('train.py', 'missing data folder', ['--data_dir=missing'], "run prepare.py first", {}),
     ('train.py', 'vocab_size below the tokenizer', ['--vocab_size=100'], "smaller than the tokenizer", {}),

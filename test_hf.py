@@ -1,5 +1,5 @@
 """
-Tests of the Hugging Face / llama2.c import and export of model_llama.py and the tokenizer.json tokenizer:
+Tests of the Hugging Face / llama2.c import of model_llama.py, the export (export.py) and the tokenizer.json tokenizer:
 
     OMP_NUM_THREADS=1 python -m pytest test_hf.py -x -q
 
@@ -20,7 +20,8 @@ import torch
 import chat
 from conftest import ROOT, SHARED, gpt2_or_skip, run
 from lora import DEFAULT_TARGETS, LoRAError, apply_lora, lora_modules, save_peft
-from model_llama import Llama, LlamaConfig, config_from_hf, export_checkpoint, export_hf, rope_tables
+from export import export_checkpoint
+from model_llama import Llama, LlamaConfig, config_from_hf, export_hf, rope_tables
 from tokenizer import EOT, get_tokenizer, hf_files, pretrained_tokenizer, tokenizer_from_state, train_sentencepiece
 
 STORIES = os.path.join(SHARED, 'data', 'llama2c', 'stories260K')
@@ -524,23 +525,24 @@ def test_stories260k_export_generates_llama2cs_text_in_transformers(tmp_path):
 
 def test_export_cli_errors_are_one_line_and_leave_nothing(tmp_path, monkeypatch, capsys):
     import runpy
-    torch.save({'model_type': 'rwkv7', 'model_args': {}, 'model': {}, 'tokenizer': None}, tmp_path / 'rwkv.pt')
+    torch.save({'model_type': 'rwkv7', 'model_args': {}, 'model': {}, 'tokenizer': None, 'iter_num': 0},
+               tmp_path / 'rwkv.pt')
     (tmp_path / 'text.pt').write_text('not a checkpoint')
     rwkv, out = str(tmp_path / 'rwkv.pt'), str(tmp_path / 'out')
     for args, msg in [([rwkv, out], 'RWKV-7'), ([str(tmp_path / 'missing.pt'), out], 'no checkpoint'),
                       ([str(tmp_path / 'text.pt'), out], 'cannot read'), ([], 'expected 2 arguments, got 0 (usage'),
                       (['-h'], '')]:
-        monkeypatch.setattr(sys, 'argv', ['model_llama.py'] + args)
+        monkeypatch.setattr(sys, 'argv', ['export.py'] + args)
         with pytest.raises(SystemExit) as e:
-            runpy.run_path(os.path.join(ROOT, 'model_llama.py'), run_name='__main__')
+            runpy.run_path(os.path.join(ROOT, 'export.py'), run_name='__main__')
         o, err = capsys.readouterr()
         if msg:
             assert e.value.code == 1 and o == '' and err.count('\n') == 1, err
-            assert err.startswith('model_llama.py: error: ') and msg in err, err
+            assert err.startswith('export.py: error: ') and msg in err, err
         else:  # --help: the usage, on stdout
-            assert not e.value.code and o.startswith('usage: python model_llama.py') and err == ''
+            assert not e.value.code and o.startswith('usage: python export.py') and err == ''
         assert not os.path.exists(out)
-    p = run('model_llama.py', rwkv, out, cwd=tmp_path, check=False, timeout=60)
+    p = run('export.py', rwkv, out, cwd=tmp_path, check=False, timeout=60)
     assert p.returncode == 1 and p.stderr.count('\n') == 1 and 'RWKV-7' in p.stderr and not os.path.exists(out)
 
 

@@ -209,7 +209,8 @@ def test_qlora_forward_within_nf4_error(kind):
 
 @needs_bnb
 def test_qlora_trains_adapters_only_and_merges():
-    from qlora import merge_qlora, quantize_model, quantized_bytes
+    from lora import merge_qlora
+    from qlora import quantize_model, quantized_bytes
     model = tiny('llama')
     apply_lora(model, DEFAULT_TARGETS['llama'], r=8, alpha=16)
     quantize_model(model, torch.float32, 'cpu')
@@ -300,7 +301,7 @@ def test_dequantize_weight_unpacks_a_weight_packed_by_bitsandbytes():
 def test_adamw8bit_against_torch_adamw():
     # on this CPU's code path: 32-bit moments (< 4096 elements) are AdamW itself; 8-bit moments (block-wise, 256
     # levels) move the weights by what AdamW would to a few percent
-    from qlora import adamw8bit
+    from optim import adamw8bit
     for n, tol in ((2048, 2e-5), (8192, 0.06)):  # 2e-5: fp32 rounding of weights ~1 (eps 1.2e-7)
         torch.manual_seed(0)
         w0 = torch.randn(n)
@@ -326,7 +327,7 @@ def test_bitsandbytes_import_is_quiet():
 @needs_bnb
 @pytest.mark.parametrize('kind', ['llama', 'rwkv7'])
 def test_adamw8bit_trains_with_the_models_groups(kind):
-    from qlora import adamw8bit
+    from optim import adamw8bit
     model = tiny(kind)
     groups = model.configure_optimizers(0.1, 3e-3, (0.9, 0.95), 'cpu').param_groups
     opt = adamw8bit(groups, 3e-3, (0.9, 0.95), 'cpu')
@@ -388,8 +389,8 @@ def test_train_lora_from_a_run_and_resume_exactly(data_dir):
     fresh.load_state_dict(torch.load(data_dir / 'base' / 'best.pt', weights_only=False)['model'])
     load_adapter(str(data_dir / 'lora' / 'adapter.safetensors'), fresh)  # the same best adapters, unmerged
     torch.testing.assert_close(fresh.eval()(tokens())[0], plain.eval()(tokens())[0], atol=1e-5, rtol=1e-5)
-    # as a Hugging Face base + PEFT adapter (python lora.py run folder): read back by PEFT's names, it is best.pt
-    p = run('lora.py', 'lora', 'hf', cwd=data_dir, check=False, timeout=120)
+    # as a Hugging Face base + PEFT adapter (python export.py run folder --peft): read back by PEFT's names, it is best.pt
+    p = run('export.py', 'lora', 'hf', '--peft', cwd=data_dir, check=False, timeout=120)
     assert p.returncode == 0, p.stderr
     from safetensors.torch import load_file
     back = Llama.from_pretrained(str(data_dir / 'hf' / 'base'))
@@ -446,5 +447,5 @@ def test_train_qlora_rwkv_adamw8bit_checkpointing(data_dir):
     assert p.returncode == 1 and 'not the one this LoRA run was trained on' in p.stderr  # a scratch base: seeded
     p = train(*ARGS, '--qlora', cwd=data_dir, check=False)
     assert p.returncode == 1 and 'set lora_r' in p.stderr
-    p = run('lora.py', 'q', 'hf-q', cwd=data_dir, check=False, timeout=120)
+    p = run('export.py', 'q', 'hf-q', '--peft', cwd=data_dir, check=False, timeout=120)
     assert p.returncode == 1 and 'not a LoRA run of a Llama' in p.stderr and not os.path.exists(data_dir / 'hf-q')

@@ -2,7 +2,7 @@
 Tests of train.py's scale-out and failure handling: DDP and FSDP2 on the CPU with gloo (2 processes train like 1,
 also LoRA, and rows grouped by length, on chat data), exact resume after SIGKILL (at a random iteration, during a
 checkpoint write, under DDP) and of FSDP runs, keep_last, non-finite losses skipped, stopping the run or rolled back,
-a full disk, SIGTERM, out of memory, muon.py against torch.optim.Muon / AdamW (and a Muon run resumed exactly), and a
+a full disk, SIGTERM, out of memory, optim.py's Muon against torch.optim.Muon / AdamW (and a Muon run resumed exactly), and a
 table of bad inputs that must get a clear one-line error, exit status 1 and no changed file.
 python -m pytest test_train.py  (CPU: about 120 s on 2 busy cores, ~105 s of CPU time)
 
@@ -330,11 +330,11 @@ def test_fsdp_nan_rollback(tmp, fsdp_run, lr_half):
 @pytest.mark.skipif(not os.path.exists('/dev/full'), reason='needs /dev/full (Linux)')
 # ---------------------------------------------------------------------------- Muon
 def test_muon_matches_torch_muon_and_adamw():
-    """muon.py against torch: its Muon groups as torch.optim.Muon (adjust_lr_fn='match_rms_adamw') up to torch's
+    """optim.py's Muon against torch: its Muon groups as torch.optim.Muon (adjust_lr_fn='match_rms_adamw') up to torch's
     bfloat16 Newton-Schulz, its AdamW groups as torch.optim.AdamW; the groups it makes hold each parameter once."""
     from model_llama import Llama, LlamaConfig
     from model_rwkv7 import RWKV7, RWKV7Config
-    from muon import MuonAdamW, muon_groups
+    from optim import MuonAdamW, muon_groups
     torch.manual_seed(0)
     start = [torch.randn(32, 48), torch.randn(48, 32), torch.randn(48), torch.randn(5, 7)]
     a, b = ([p.clone().requires_grad_() for p in start] for _ in range(2))

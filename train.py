@@ -41,6 +41,7 @@ from checkpoint import (CheckpointError, atomic_save, keep_last as keep_checkpoi
                         read_checkpoint, rng_state, set_rng_state)
 from configurator import ConfigError, configure, pick_device, set_threads
 from data import Batches
+from optim import make_optimizer
 from shards import DataError, load_meta
 from tokenizer import get_tokenizer
 
@@ -104,7 +105,7 @@ wkv_impl = 'chunked'        # rwkv7: 'chunked' (matmuls per chunk) | 'naive' (pe
 chunk_len = 32              # rwkv7: chunk length of the chunked WKV
 # optimizer
 optim = 'adamw'             # 'adamw' (torch) | 'adamw8bit' | 'paged_adamw8bit' (bitsandbytes 8-bit moments) | 'muon'
-                            # (Muon on the blocks' matrices, AdamW on the rest, one learning_rate: muon.py)
+                            # (Muon on the blocks' matrices, AdamW on the rest, one learning_rate: optim.py)
 muon_targets = ''           # optim='muon': fnmatch patterns of the Linear layers Muon trains ('*.mlp.*'); '' = all
 learning_rate = 6e-4        # peak
 max_iters = 5000
@@ -276,9 +277,12 @@ def load_checkpoint(path):
     """A checkpoint written by train.py, as a dict (checkpoint.read_checkpoint); exits with a clear error for a
     damaged or foreign file."""
     try:
-        return read_checkpoint(path, hint="; with keep_last, an older ckpt_<iter>.pt copied over it resumes from there")
+        ck = read_checkpoint(path, hint="; with keep_last, an older ckpt_<iter>.pt copied over it resumes from there")
     except CheckpointError as e:
         fail(str(e))
+    if 'iter_num' not in ck:
+        fail(f"{path} is not a train.py checkpoint (no iter_num)")
+    return ck
 
 
 checkpoint = None   # the run to resume
@@ -395,21 +399,10 @@ except DataError as e:
 sampler = torch.Generator().manual_seed(seed)  # the data order; its state is saved, so resume is exact
 
 scaler = torch.amp.GradScaler(device_type, enabled=(dtype == 'float16'))
-optimizer = model.configure_optimizers(weight_decay, learning_rate, (beta1, beta2), device_type)
-if optim == 'muon':  # the blocks' Linear weights to Muon, the rest to AdamW in the model's groups (muon.py)
-    from muon import MuonAdamW, muon_groups
-    try:
-        groups = muon_groups(model, optimizer.param_groups, [t.strip() for t in muon_targets.split(',') if t.strip()])
-    except ValueError as e:
-        fail(str(e))
-    optimizer = MuonAdamW(groups, learning_rate, (beta1, beta2), weight_decay=weight_decay)
-elif optim != 'adamw':  # the same parameter groups (decay on matrices, lr_scale), 8-bit moments
-    from qlora import adamw8bit
-    try:
-        optimizer = adamw8bit(optimizer.param_groups, learning_rate, (beta1, beta2), device_type,
-                              paged=optim == 'paged_adamw8bit')
-    except (ImportError, RuntimeError) as e:
-        fail(str(e))
+try:  # AdamW, 8-bit AdamW or Muon over the model's parameter groups (optim.py)
+    optimizer = make_optimizer(model, optim, learning_rate, (beta1, beta2), weight_decay, device_type, muon_targets)
+except (ValueError, ImportError, RuntimeError) as e:
+    fail(str(e))
 raw_model = model
 iter_num, best_val_loss, loss_acc, n_acc, lr_factor, rollbacks = 0, float('inf'), 0.0, 0, 1.0, 0
 if ddp_rank > 0:

@@ -21,7 +21,7 @@ n_kv_head = 1
 n_embd = 128
 dropout = 0.0
 
-optim = 'muon'            # Muon (muon.py) on the MLP matrices, AdamW on attention, embedding and norms (packed rows,
+optim = 'muon'            # Muon (optim.py) on the MLP matrices, AdamW on attention, embedding and norms (packed rows,
 muon_targets = '*.mlp.*'  # 1650 iterations: 92.4%; Muon on every matrix 87.8%, AdamW alone 1750: 79.2%)
 learning_rate = 3e-3      # one rate for both optimizers
 max_iters = 1950          # ~440 ms/iter on 2 cores, evals included (Newton-Schulz ~30 ms of it): 882 s, held-out 92.0%

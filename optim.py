@@ -1,13 +1,17 @@
 """
-Muon for the hidden matrices, AdamW for the rest, in one torch optimizer (train.py's `--optim=muon`).
+The optimizers of train.py, one owner: `make_optimizer` builds the one that --optim names over a model's parameter
+groups (its configure_optimizers: AdamW with decay on matrices only, RWKV-7's lr_scale), and the two it may build
+besides torch's AdamW:
 
-Muon (K. Jordan et al. 2024, https://kellerjordan.github.io/posts/muon/) replaces each 2-D weight's update by the
-nearest semi-orthogonal matrix to its Nesterov momentum, found with 5 Newton-Schulz iterations. Its update size
-follows Moonshot's rule (J. Liu et al. 2025, "Muon is Scalable for LLM Training", eq. 4): 0.2 * sqrt(max(A, B)) times
-the learning rate, which gives it the RMS of an AdamW update, so one learning_rate and schedule serve both kinds of
-parameter. It matches torch.optim.Muon with adjust_lr_fn='match_rms_adamw' (and torch.optim.AdamW on the other
-groups), except that Newton-Schulz runs in float32 here: torch's runs in bfloat16, ~17x slower on a CPU without
-bf16 arithmetic (690 ms a step for the 1.2M-parameter quickstart on the 2-core AVX2 VM, against ~40 ms).
+- Muon for the hidden matrices, AdamW for the rest, in one torch optimizer (`--optim=muon`). Muon (K. Jordan et al.
+  2024, https://kellerjordan.github.io/posts/muon/) replaces each 2-D weight's update by the nearest semi-orthogonal
+  matrix to its Nesterov momentum, found with 5 Newton-Schulz iterations. Its update size follows Moonshot's rule
+  (J. Liu et al. 2025, "Muon is Scalable for LLM Training", eq. 4): 0.2 * sqrt(max(A, B)) times the learning rate,
+  which gives it the RMS of an AdamW update, so one learning_rate and schedule serve both kinds of parameter. It
+  matches torch.optim.Muon with adjust_lr_fn='match_rms_adamw' (and torch.optim.AdamW on the other groups), except
+  that Newton-Schulz runs in float32 here: torch's runs in bfloat16, ~17x slower on a CPU without bf16 arithmetic
+  (690 ms a step for the 1.2M-parameter quickstart on the 2-core AVX2 VM, against ~40 ms).
+- bitsandbytes' 8-bit AdamW (Dettmers et al. 2021, arXiv:2110.02861; `--optim=adamw8bit` / `paged_adamw8bit`).
 """
 
 import fnmatch
@@ -87,3 +91,33 @@ def muon_groups(model, adamw_groups, targets=()):
     muon = [p for g in adamw_groups for p in g['params'] if id(p) in hidden]
     return [{'params': muon, 'muon': True, 'weight_decay': adamw_groups[0]['weight_decay']}] + \
         [g for g in rest if g['params']]
+
+
+def adamw8bit(param_groups, lr, betas, device_type, paged=False):
+    """bitsandbytes' 8-bit AdamW (decoupled weight decay, block-wise 8-bit moments; tensors under 4096 elements keep
+    32-bit moments) over torch-style `param_groups` (e.g. from a model's configure_optimizers: their weight_decay
+    and lr_scale are kept; empty groups are dropped). paged: PagedAdamW8bit (moments paged out under GPU memory
+    pressure; plain on CPU). Raises ImportError without bitsandbytes, RuntimeError on a CPU with bitsandbytes < 0.50
+    (no CPU optimizer kernels)."""
+    from qlora import require_bnb
+    bnb = require_bnb()
+    if device_type != 'cuda' and tuple(int(x) for x in bnb.__version__.split('.')[:2]) < (0, 50):
+        raise RuntimeError(f"8-bit AdamW needs a CUDA GPU with bitsandbytes {bnb.__version__}: its CPU optimizers "
+                           f"came in 0.50 (pip install -U bitsandbytes), or use optim='adamw'")
+    groups = [{k: v for k, v in g.items() if k in ('params', 'weight_decay', 'lr_scale')} for g in param_groups]
+    cls = bnb.optim.PagedAdamW8bit if paged else bnb.optim.AdamW8bit
+    return cls([g for g in groups if g['params']], lr=lr, betas=betas)
+
+
+def make_optimizer(model, optim, learning_rate, betas, weight_decay, device_type, muon_targets=''):
+    """The optimizer `optim` names ('adamw' | 'adamw8bit' | 'paged_adamw8bit' | 'muon') over `model`'s parameter
+    groups (model.configure_optimizers: weight decay on matrices only, lr_scale where the model sets one; muon_targets:
+    comma-separated fnmatch patterns of the Linear layers Muon trains, '' = all of the blocks'). Raises ValueError
+    (muon_targets match nothing), ImportError or RuntimeError (no usable bitsandbytes)."""
+    optimizer = model.configure_optimizers(weight_decay, learning_rate, betas, device_type)
+    if optim == 'muon':  # the blocks' Linear weights to Muon, the rest to AdamW in the model's groups
+        groups = muon_groups(model, optimizer.param_groups, [t.strip() for t in muon_targets.split(',') if t.strip()])
+        return MuonAdamW(groups, learning_rate, betas, weight_decay=weight_decay)
+    if optim != 'adamw':  # the same parameter groups, 8-bit moments
+        return adamw8bit(optimizer.param_groups, learning_rate, betas, device_type, paged=optim == 'paged_adamw8bit')
+    return optimizer
