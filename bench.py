@@ -364,7 +364,7 @@ def perplexity(model, tok, where, name, *, text=False, batch_size=16, limit=0, d
     examples (0 = all). Prints a table; returns {'ckpt', 'data', 'counted', 'tokens', 'loss', 'perplexity', 'bytes',
     'bits_per_byte'}. Raises ConfigError for missing or mismatched data (train.py --eval_only calls it too)."""
     import numpy as np
-    from shards import DataError, load_meta, load_split, read_shard
+    from shards import DataError, load_meta, load_split, read_shard, shard_name
     from tokenizer import get_tokenizer
     L = model.config.block_size
     rows = []  # (x, y, joined): y = -1 where not counted; joined: its counted tokens continue the previous row's
@@ -400,8 +400,8 @@ def perplexity(model, tok, where, name, *, text=False, batch_size=16, limit=0, d
             if not chat_data:
                 windows(s)
                 continue
-            m = read_shard(os.path.join(where, f'mask_val_{i:03d}.bin'))
-            for start, n in np.load(os.path.join(where, f'idx_val_{i:03d}.npy'))[:, :2].tolist():
+            m = read_shard(os.path.join(where, shard_name('val', i, 'mask')))
+            for start, n in np.load(os.path.join(where, shard_name('val', i, 'idx')))[:, :2].tolist():
                 if full():
                     break
                 ex, learn = np.asarray(s[start:start + n][:L + 1], np.int64), np.asarray(m[start:start + n][:L + 1])

@@ -44,7 +44,7 @@ import gsm_synth
 import chat
 from chat import read_records, render, to_messages
 from configurator import ConfigError, configure
-from shards import DataError, dtype_for_vocab, read_shard, write_shard
+from shards import DataError, dtype_for_vocab, read_shard, shard_name, write_shard
 from tokenizer import SPECIAL_TOKENS, get_tokenizer, hf_tokenizer_file, tokenizer_from_state, train_sentencepiece
 
 # -----------------------------------------------------------------------------
@@ -366,11 +366,11 @@ def write_chat(tok, args, folder):
 
     def flush(sp):
         o = out[sp]
-        name = f"{sp}_{o['shard']:03d}"
-        write_shard(os.path.join(folder, name + '.bin'), np.array(o['ids']), tok.vocab_size)
-        write_shard(os.path.join(folder, f"mask_{name}.bin"), np.array(o['mask']), tok.vocab_size)
-        np.save(os.path.join(folder, f"idx_{name}.npy"), np.array(o['idx'], dtype=np.int64).reshape(-1, 3))
-        files.extend([name + '.bin', f"mask_{name}.bin"])
+        name, mask, idx = (shard_name(sp, o['shard'], kind) for kind in ('', 'mask', 'idx'))
+        write_shard(os.path.join(folder, name), np.array(o['ids']), tok.vocab_size)
+        write_shard(os.path.join(folder, mask), np.array(o['mask']), tok.vocab_size)
+        np.save(os.path.join(folder, idx), np.array(o['idx'], dtype=np.int64).reshape(-1, 3))
+        files.extend([name, mask])
         o.update(ids=[], mask=[], idx=[], shard=o['shard'] + 1)
 
     for sp, where, rec in tqdm(chat_records(), desc=f"rendering ({tokenizer})", unit=' examples'):
@@ -545,7 +545,7 @@ def write_text(tok, args, folder):
     filled, shard_idx = {'train': 0, 'val': 0}, {'train': 0, 'val': 0}
 
     def flush(sp):
-        name = f"{sp}_{shard_idx[sp]:03d}.bin"
+        name = shard_name(sp, shard_idx[sp])
         write_shard(os.path.join(folder, name), np.concatenate(buffers[sp]), tok.vocab_size)
         files.append(name)
         buffers[sp], filled[sp] = [], 0

@@ -5,8 +5,7 @@ A shard `train_000.bin` is a header of 256 little-endian int32 -- [0] magic 2024
 2: uint32 tokens), [2] number of tokens, the rest zero -- followed by the tokens. Every data folder has a
 `meta.json` with the tokenizer spec, vocab_size, token counts and dtype. Reading checks everything it can: a wrong
 magic, an unknown version, a truncated file and token ids beyond the model's vocabulary are errors that say the fix.
-Also how train.py makes rows of chat examples: packed (pack_examples) or one per row, grouped by length (length_bands,
-draw_by_length).
+Chat data adds per shard a loss mask and an example index (shard_name). How rows are made of them is data.py's.
 """
 
 import glob
@@ -92,6 +91,13 @@ def load_meta(data_dir):
         raise DataError(f"{path} is corrupt ({e}): run prepare.py again") from None
 
 
+def shard_name(split, i, kind=''):
+    """The file name of shard i of split ('train' | 'val') in a data folder: kind '' its tokens (train_000.bin),
+    'mask' the chat data's parallel loss mask (mask_train_000.bin: 1 where the token is learned), 'idx' its example
+    index (idx_train_000.npy: int64 rows of start, length, difficulty; examples never span shards)."""
+    return {'': f'{split}_{i:03d}.bin', 'mask': f'mask_{split}_{i:03d}.bin', 'idx': f'idx_{split}_{i:03d}.npy'}[kind]
+
+
 def load_split(data_dir, split, vocab_size=None):
     """All shards of `split` ('train' or 'val') in data_dir as a list of memmaps. With vocab_size, checks that every
     token id is < vocab_size (the model's vocabulary) and raises DataError naming the shard otherwise."""
@@ -106,52 +112,3 @@ def load_split(data_dir, split, vocab_size=None):
                 raise DataError(f"shard {p} has token id {top} >= the model's vocab_size {vocab_size}: the data was "
                                 f"prepared with another tokenizer than this model's; prepare it again or set vocab_size")
     return shards
-
-
-def pack_examples(tokens, masks, examples, picks, length, pad_id, lookahead=8):
-    """Rows of `length` tokens for supervised training. Row b starts at example picks[b], then takes whole examples
-    from the `lookahead` that follow it, in order, each that still fits (first fit: a short example fills the gap a
-    long one leaves, ~72% -> ~79% of sp:512 gsm_synth rows used at length 513); an example longer than a row is truncated;
-    the rest is pad_id with mask 0. tokens, masks: lists of shard arrays; examples: (n, >=3) int array of
-    (shard, start, length) rows. Returns (ids, learn, n_truncated): int64 and bool arrays of shape
-    (len(picks), length), and a count."""
-    ids = np.full((len(picks), length), pad_id, dtype=np.int64)
-    learn = np.zeros((len(picks), length), dtype=bool)
-    truncated = 0
-    for b, first in enumerate(picks):
-        pos = 0
-        for i in range(first, first + 1 + lookahead):
-            s, start, n = examples[i % len(examples)][:3]
-            if pos + n > length and pos > 0:
-                continue
-            take = min(n, length - pos)
-            truncated += take < n
-            ids[b, pos:pos + take] = tokens[s][start:start + take]
-            learn[b, pos:pos + take] = masks[s][start:start + take]
-            pos += take
-            if pos == length:
-                break
-    return ids, learn, truncated
-
-
-def length_bands(lengths, block_size, width=32):
-    """Examples grouped by length for train.py's group_by_length: band k holds the examples whose inputs (length - 1
-    tokens) fit in band_len[k] = min(width * (k + 1), block_size) tokens; longer ones go to the last band (to be
-    truncated). lengths: int array (n,). Returns (band_len, members): a list of ints and, per band, the sorted int64
-    indices of its examples."""
-    band_len = [min(width * (k + 1), block_size) for k in range((block_size - 1) // width + 1)]
-    band = np.clip((np.asarray(lengths) - 2) // width, 0, len(band_len) - 1)
-    return band_len, [np.flatnonzero(band == k) for k in range(len(band_len))]
-
-
-def draw_by_length(band_len, members, n, tokens, gen):
-    """The examples of one batch of rows of one example each, all of one band: band k is drawn with a probability
-    proportional to its examples among the first n x band_len[k], then tokens // band_len[k] of those examples
-    (uniformly, with replacement): in expectation each of the first n examples is drawn equally often, whatever its
-    length. gen: a torch.Generator (the draws are reproducible). Returns an int64 tensor of example indices."""
-    import torch  # here only: prepare.py uses this file without torch
-    counts = [int(np.searchsorted(m, n)) for m in members]
-    k = int(torch.multinomial(torch.tensor([c * L for c, L in zip(counts, band_len)], dtype=torch.float64), 1,
-                              generator=gen))
-    rows = torch.randint(counts[k], (max(1, tokens // band_len[k]),), generator=gen)
-    return torch.from_numpy(members[k][rows.numpy()])

@@ -250,7 +250,7 @@ def test_gsm_synth_scratch_columns_give_the_result():
 
 # ---------------------------------------------------------------------------- packing and length bands
 def test_pack_examples_never_splits():
-    from shards import pack_examples
+    from data import pack_examples
     lengths = [5, 3, 9, 4, 12, 2]
     starts = np.cumsum([0] + lengths[:-1])
     tokens = [np.concatenate([np.full(n, k + 1) for k, n in enumerate(lengths)])]
@@ -269,7 +269,7 @@ def test_pack_examples_never_splits():
 
 
 def test_group_by_length_draws_one_band_and_every_example_alike():
-    from shards import draw_by_length, length_bands
+    from data import draw_by_length, length_bands
     lengths = np.array([10, 40, 33, 34, 90, 64, 65, 200, 20, 97])  # inputs of length - 1 tokens
     band_len, members = length_bands(lengths, block_size=96)
     assert band_len == [32, 64, 96] and [m.tolist() for m in members] == [[0, 2, 8], [1, 3, 5, 6], [4, 7, 9]]
