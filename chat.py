@@ -67,8 +67,8 @@ def fit_prompt(tok, question, budget, system=SYSTEM_PROMPT, history=()):
     """prompt() within `budget` tokens (a model's context less the room for its reply): the system prompt and the
     latest question are kept, the oldest turns of `history` are dropped first; if the system prompt and the question
     alone are too long, the question's start is cut (its end and the assistant header stay; a system prompt longer
-than the budget is kept whole, so ids may still exceed it). Returns (ids, note):
-    note None when nothing was dropped, else a one-line account of what was, for the user (stderr)."""
+    than the budget is kept whole, so ids may still exceed it). Returns (ids, note): note None when nothing was
+    dropped, else a one-line account of what was, for the user (stderr)."""
     history = list(history)
     ids = prompt(tok, question, system, history)
     dropped = 0
@@ -76,7 +76,8 @@ than the budget is kept whole, so ids may still exceed it). Returns (ids, note):
         history, dropped = history[2:], dropped + 1  # a user turn and its reply
         ids = prompt(tok, question, system, history)
     if len(ids) <= budget:
-        return ids, dropped and f"the {dropped} oldest exchange(s) of the chat dropped to fit the context of {budget}"
+        return ids, f"the {dropped} oldest exchange(s) of the chat dropped to fit the context of {budget}" if dropped \
+            else None
     head, q = render(tok, [], system)[0] + tok.encode('<|im_start|>user\n'), tok.encode(question)
     tail = tok.encode('<|im_end|>') + tok.encode('\n') + tok.encode('<|im_start|>assistant\n')
     keep = max(budget - len(head) - len(tail), 0)

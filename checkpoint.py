@@ -91,6 +91,11 @@ def load_model(spec, device='cpu', block_size=None):
         ck = {'path': spec, 'model_type': 'llama', 'iter_num': 'pretrained', 'config': {},
               'model_args': dataclasses.asdict(model.config)}
         return model.eval().to(device), tok, ck
+    if spec.startswith('rwkv:'):
+        raise CheckpointError(f"{spec}: an official RWKV-7 .pth is a starting point for train.py (--init_from={spec} "
+                              f"--model_type=rwkv7); sample or evaluate the run trained from it (its out_dir)")
+    if not os.path.isfile(spec):
+        raise CheckpointError(f"no checkpoint {spec}")
     ck = read_checkpoint(spec)
     if 'lora' in ck:
         raise CheckpointError(f"{spec} holds only the LoRA adapters of a run: sample from its merged best.pt "

@@ -120,7 +120,8 @@ def help_text(g, keys):
     source (g['__file__']): the globals are the one list of keys."""
     notes, key = {}, None
     try:
-        lines = open(g['__file__'], encoding='utf-8').read().splitlines()
+        with open(g['__file__'], encoding='utf-8') as f:
+            lines = f.read().splitlines()
     except (KeyError, OSError):
         lines = []
     for line in lines:

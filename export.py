@@ -50,6 +50,8 @@ def export_peft(run_dir, out_dir):
     from lora import LoRAError, apply_lora, base_fingerprint, load_adapter, load_lora_state_dict, save_peft
     from model_llama import Llama, LlamaConfig, export_hf, resolve_pretrained
     from tokenizer import hf_files
+    if not os.path.isfile(os.path.join(run_dir, 'ckpt.pt')):
+        raise FileNotFoundError(f"no {os.path.join(run_dir, 'ckpt.pt')}: --peft exports a LoRA run's folder")
     ck = read_checkpoint(os.path.join(run_dir, 'ckpt.pt'))
     info = ck.get('lora')
     if info is None or ck.get('model_type') != 'llama':
@@ -59,6 +61,9 @@ def export_peft(run_dir, out_dir):
         model = Llama.from_pretrained(resolve_pretrained(src.split(':', 1)[1]), block_size=args['block_size'],
                                       vocab_size=args['vocab_size'])
     elif info['base']['file']:
+        if not os.path.isfile(os.path.join(src, info['base']['file'])):
+            raise FileNotFoundError(f"no {os.path.join(src, info['base']['file'])}, the base of {run_dir} (its "
+                                    f"init_from, relative to where train.py ran): run export.py from there")
         base = read_checkpoint(os.path.join(src, info['base']['file']))
         model = Llama(LlamaConfig(**base['model_args']))
         model.load_state_dict(base['model'])
@@ -94,8 +99,13 @@ def export(source, out, peft=False):
         from tokenizer import hf_files
         model, tok, _ = load_model(source)
         return f"wrote {export_hf(model, out, hf_files(tok.state()))}"
-    path = find_checkpoint(source) if os.path.isdir(source) else source
-    return f"wrote {export_checkpoint(path, out)}"
+    if os.path.isdir(source):
+        try:
+            source = find_checkpoint(source)
+        except FileNotFoundError:
+            raise FileNotFoundError(f"no best.pt or ckpt.pt in {source}: train that run first, or give a checkpoint "
+                                    f"file") from None
+    return f"wrote {export_checkpoint(source, out)}"
 
 
 if __name__ == '__main__':

@@ -357,3 +357,8 @@ def merge_qlora(model, dtype=torch.float32):
         m.to(dtype)
     merge_lora(model)
     return model
+
+
+if __name__ == '__main__':  # the export that lived here moved to export.py: say so instead of exiting silently
+    import sys
+    sys.exit("lora.py: error: this file is a library; a LoRA run as a Hugging Face base + PEFT adapter: python export.py <run> <folder> --peft")

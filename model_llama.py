@@ -571,3 +571,8 @@ def export_hf(model, out_dir, tokenizer_files=None):
         with open(os.path.join(out_dir, name), 'wb') as f:
             f.write(data)
     return out_dir
+
+
+if __name__ == '__main__':  # the export that lived here moved to export.py: say so instead of exiting silently
+    import sys
+    sys.exit("model_llama.py: error: this file is a library; a run as a Hugging Face folder: python export.py <run or checkpoint.pt> <folder>")

@@ -170,6 +170,8 @@ CASES = [
     ('sample.py', 'missing checkpoint path', ['--ckpt=elsewhere/best.pt'],
      "no checkpoint elsewhere/best.pt (nor run/elsewhere/best.pt): train first", {}),
     ('sample.py', 'negative threads', ['--threads=-1'], "threads must be 0 (PyTorch's default) or more, got -1", {}),
+    ('sample.py', 'an official RWKV-7 .pth', ['--ckpt=rwkv:x.pth'], "rwkv:x.pth: an official RWKV-7 .pth is a "
+     "starting point for train.py (--init_from=rwkv:x.pth --model_type=rwkv7)", {}),
     ('sample.py', 'a text file as checkpoint', ['--out_dir=notckpt'],
      "cannot read notckpt/ckpt.pt (UnpicklingError: ", {}),
     ('sample.py', 'truncated checkpoint', ['--out_dir=trunc'], "cannot read trunc/ckpt.pt (", {}),

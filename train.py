@@ -37,15 +37,14 @@ from contextlib import nullcontext
 import numpy as np
 import torch
 
-from checkpoint import (CheckpointError, atomic_save, keep_last as keep_checkpoints, load_base, model_class,
-                        read_checkpoint, rng_state, set_rng_state)
+from checkpoint import (PRETRAINED, CheckpointError, atomic_save, keep_last as keep_checkpoints, load_base,
+                        model_class, read_checkpoint, rng_state, set_rng_state)
 from configurator import ConfigError, configure, pick_device, set_threads
 from data import Batches
 from optim import make_optimizer
 from shards import DataError, load_meta
 from tokenizer import get_tokenizer
 
-PRETRAINED = ('rwkv:', 'hf:', 'llama2c:')  # init_from prefixes of the pretrained checkpoints a loader builds
 
 # -----------------------------------------------------------------------------
 # I/O
@@ -145,9 +144,12 @@ def fail(msg):
 
 
 def leave(code):
-    """Exit with status code. Under torchrun the process group is destroyed first and the process then leaves at once
-    (os._exit, after the logs are flushed): in a normal interpreter exit, gloo's worker threads may still be freeing
-    the last collective's tensors, which aborts the process (SIGABRT, about 1 run in 10 on a busy CPU, torch 2.13)."""
+    """Exit with status code (a failure: without the out_dir this run made, if it wrote no checkpoint). Under
+    torchrun the process group is destroyed first and the process then leaves at once (os._exit, after the logs are
+    flushed): in a normal interpreter exit, gloo's worker threads may still be freeing the last collective's tensors,
+    which aborts the process (SIGABRT, about 1 run in 10 on a busy CPU, torch 2.13)."""
+    if code:
+        drop_new_out_dir()
     if not torch.distributed.is_initialized():
         sys.exit(code)
     torch.distributed.destroy_process_group()
@@ -158,11 +160,17 @@ def leave(code):
     os._exit(code)
 
 
+def drop_new_out_dir():
+    """A run that fails before its first checkpoint leaves no out_dir it created (rank 0 made it)."""
+    if globals().get('made_out_dir') and os.path.isdir(out_dir) and \
+            not any(f.endswith('.pt') for f in os.listdir(out_dir)):
+        shutil.rmtree(out_dir, ignore_errors=True)
+
+
 def on_uncaught(kind, e, tb):
     """A run that dies before its first checkpoint leaves no out_dir it created. Out of GPU memory is a config
     problem, not a bug: say which keys lower memory instead of a traceback."""
-    if globals().get('made_out_dir') and not any(f.endswith('.pt') for f in os.listdir(out_dir)):
-        shutil.rmtree(out_dir, ignore_errors=True)
+    drop_new_out_dir()
     if not issubclass(kind, torch.OutOfMemoryError):
         return sys.__excepthook__(kind, e, tb)
     print(f"train.py: error: out of memory on {device} ({str(e).splitlines()[0]}). Lower the memory a step needs "
@@ -272,6 +280,7 @@ print(f"tokens per iteration: {tokens_per_iter:,} ({gradient_accumulation_steps}
 
 # ---------------------------------------------------------------------------- model
 from model_llama import PRESETS  # noqa: E402
+
 
 def load_checkpoint(path):
     """A checkpoint written by train.py, as a dict (checkpoint.read_checkpoint); exits with a clear error for a
@@ -530,11 +539,13 @@ def save(name, with_state):
                         lr_factor=lr_factor)
         path = os.path.join(out_dir, name)
         try:
+            atomic_save(ckpt, path, pause=_save_pause if name == 'ckpt.pt' else 0)
             with open(os.path.join(out_dir, 'config.json.tmp'), 'w') as f:  # the config of the checkpoints beside it
                 json.dump(config, f, indent=2)
             os.replace(os.path.join(out_dir, 'config.json.tmp'), os.path.join(out_dir, 'config.json'))
-            atomic_save(ckpt, path, pause=_save_pause if name == 'ckpt.pt' else 0)
         except (OSError, RuntimeError) as e:  # torch.save reports a failed write as either
+            if os.path.lexists(os.path.join(out_dir, 'config.json.tmp')):
+                os.remove(os.path.join(out_dir, 'config.json.tmp'))
             full = any(getattr(x, 'errno', None) == errno.ENOSPC for x in (e, e.__context__, e.__cause__))
             error = (f"{'the disk is full' if full else 'cannot write'} while saving {path} "
                      f"({str(e).splitlines()[0]}): removed the partial {path}.tmp; "
