@@ -44,25 +44,32 @@ from gsm8k_eval import (  # noqa: F401 (bench.score_gsm8k and the rest stay impo
     judge_samples, lm_eval_match, official_extract, regex_filter, score_gsm8k, vote, wilson)
 
 # -----------------------------------------------------------------------------
-task = 'gsm_synth'        # gsm_synth | gsm8k | custom | accuracy (= gsm8k) | perplexity | curves | distill | all
-                          # (perplexity, gsm8k with --data, speed, curves); performance: speed | generate | wkv | memory
-out_dir = ''              # a run: its checkpoint is evaluated; results go there (bench.jsonl, one jsonl per eval)
+task = 'gsm_synth'        # gsm_synth | gsm8k | custom (a jsonl of question/answer: numeric or exact match) | accuracy
+                          # (= gsm8k) | perplexity | curves | distill | all (perplexity, gsm8k with --data, speed,
+                          # curves); performance: speed | generate (speed's decode half) | wkv | memory
+out_dir = ''              # a run: its checkpoint is evaluated; results go there (bench.jsonl; per problem:
+                          # <task>_<prompt>.jsonl)
 ckpt = ''                 # '' = out_dir's best.pt if there is one, else its ckpt.pt; a file name in out_dir; a path
-                          # to a checkpoint file; or hf:<folder or hub id> | llama2c:<file.bin>
+                          # to a checkpoint file (then out_dir may be left out); or hf:<folder or hub id> |
+                          # llama2c:<file.bin>
 device = 'auto'
-threads = 0               # torch's CPU threads; 0 = PyTorch's default (one per core)
+threads = 0               # torch's CPU threads; 0 = PyTorch's default (one per core); printed first on stderr
 seed = 1337
 # evaluation: gsm8k, gsm_synth, custom, distill
 data = ''                 # jsonl of {question, answer} ('' = openai/gsm8k online; gsm_synth: the run's test.jsonl or
                           # 500 generated test problems); perplexity: a .txt file instead of the run's val shards
 limit = 0                 # 0 = every problem (perplexity: every window or example)
 prompt = 'chat'           # 'chat': chat.prompt, zero-shot, reasoning format | 'fewshot': lm-eval's plain-text prompt
-fewshot_task = 'gsm8k'    # fewshot: 'gsm8k' (5 shots drawn from train problems) | 'gsm8k_cot' (8 fixed Wei et al.)
+fewshot_task = 'gsm8k'    # fewshot: 'gsm8k' (lm-eval's "Question: ...\nAnswer:", 5 train shots drawn as lm-eval
+                          # draws them, random.Random(1234)) | 'gsm8k_cot' (8 fixed Wei et al. "Q: ... A: ... The
+                          # answer is N." exemplars)
 fewshot_data = ''         # train jsonl of the gsm8k shots; '' = train.jsonl beside --data (else openai/gsm8k train)
 num_samples = 1           # k > 1: majority vote over k samples per problem (maj@k; needs temperature > 0)
 temperature = 0.0         # 0 = greedy
 max_new_tokens = 256
-batch_size = 16           # sequences generated (or evaluated) together; k samples of a problem count k
+batch_size = 16           # sequences generated (or evaluated) together; k samples of a problem count k (Llama: left
+                          # padding with a mask; RWKV-7: a padded prefill that keeps padding out of the state):
+                          # batched and unbatched greedy outputs are identical (tested)
 data_dir = ''             # perplexity: prepared data to read val shards from; '' = the run's data_dir
 # speed / generate / wkv
 config = ''               # speed: a train.py config file (model shape, batch_size, block_size); else out_dir or below

@@ -48,15 +48,21 @@ from shards import DataError, dtype_for_vocab, read_shard, shard_name, write_sha
 from tokenizer import SPECIAL_TOKENS, get_tokenizer, hf_tokenizer_file, tokenizer_from_state, train_sentencepiece
 
 # -----------------------------------------------------------------------------
-dataset = 'gsm_synth'     # recipe name, Hugging Face dataset id, or a local file / folder
+dataset = 'gsm_synth'     # a recipe (gsm_synth: generated reasoning problems, chat format | gsm8k | shakespeare: Tiny
+                          # Shakespeare, downloaded | tinystories: HF roneneldan/TinyStories), a Hugging Face dataset
+                          # id, or a local .txt/.json/.jsonl/.parquet file or folder of them
 source = ''               # local file/folder to use for a recipe instead of downloading it
-tokenizer = ''            # gpt2 | byte | sp:N | path/to/tokenizer.model | rwkv:<vocab.txt>; '' = the recipe's own
-                          # (gsm_synth: sp:1024, shakespeare: byte), else gpt2
-data_dir = ''             # output folder; '' = data/<dataset>_<tokenizer>
+tokenizer = ''            # '' = the recipe's own (gsm_synth: sp:1024, shakespeare: byte), else gpt2 | gpt2 (tiktoken)
+                          # | byte (UTF-8 bytes) | sp:N (a SentencePiece BPE of N pieces trained on the data; N >= 256
+                          # + the distinct characters) | path/to/tokenizer.model | rwkv:<rwkv_vocab_v20230424.txt>
+                          # (RWKV World: greedy longest byte match, id 0 = end of text, our specials at 65530-65534)
+                          # | hf:<tokenizer.json, model folder or hub id> (a model's own, copied into the data folder)
+data_dir = ''             # output folder (train.py's data_dir); '' = data/<dataset>_<tokenizer>
 text_field = 'text'       # field holding the text in json/jsonl/parquet/HF records
 split = 'train'           # split of a Hugging Face dataset to read
-val_split = ''            # the source's own validation split ('' = carve val_fraction out of `split`)
-val_fraction = 0.1        # share of text (one document) or of documents (many) that goes to val
+val_split = ''            # the source's own validation split (the tinystories recipe: validation); '' = carve
+                          # val_fraction out of `split`
+val_fraction = 0.1        # without a val split: the last 10% of a single text (as nanoGPT), or every 10th document
 shard_size = 100_000_000  # tokens per shard
 num_proc = 0              # tokenizer processes; 0 = one per CPU core
 sp_train_chars = 200_000_000  # characters of training text used to train an sp:N tokenizer

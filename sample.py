@@ -22,7 +22,7 @@ from checkpoint import CheckpointError, find_checkpoint, load_model
 from configurator import ConfigError, configure, pick_device, set_threads
 
 # -----------------------------------------------------------------------------
-out_dir = 'out'
+out_dir = 'out'         # the run to sample from
 ckpt = ''               # '' = out_dir's best.pt if there is one, else its ckpt.pt; a file name in out_dir; a path to
                         # a checkpoint file; or a pretrained model: hf:<folder or hub id> | llama2c:<file.bin>
                         # (Llama.from_pretrained, with its own tokenizer)
@@ -34,10 +34,13 @@ top_k = 200             # 0 = off
 top_p = 1.0             # nucleus sampling; 1.0 = off
 seed = 1337
 device = 'auto'
-stream = True           # print tokens as they are generated
-mode = 'generate'       # 'generate' | 'reasoning' | 'chat'
-system_prompt = chat.SYSTEM_PROMPT
-threads = 0             # torch's CPU threads; 0 = PyTorch's default (one per core)
+stream = True           # print tokens as they are generated (generation stops at end-of-text)
+mode = 'generate'       # 'generate': raw continuation | 'reasoning': start is a question in the chat format; the
+                        # thinking streams, then the final answer on its own line | 'chat': a multi-turn loop on
+                        # stdin ('exit' quits), the history kept within the context
+system_prompt = chat.SYSTEM_PROMPT  # the system text of reasoning and chat modes
+threads = 0             # torch's CPU threads; 0 = PyTorch's default (one per core); the first line on stderr
+                        # says how many
 # -----------------------------------------------------------------------------
 
 

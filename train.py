@@ -56,21 +56,28 @@ eval_only = False           # evaluate once and exit
 always_save_checkpoint = True  # write ckpt.pt at every eval (else only when val improves, and at the end)
 keep_last = 0               # also keep the k newest checkpoints as ckpt_<iter>.pt (hard links: no extra space);
                             # 0 = off; to go back, copy one over ckpt.pt and resume
-max_bad_steps = 10          # stop after this many steps in a row with a non-finite loss (each one is skipped)
-nan_rollback = 0            # instead of stopping: reload ckpt.pt and scale the learning rate by nan_lr_factor, up to
-nan_lr_factor = 0.5         # nan_rollback times (0 = off); the factor is kept in the checkpoints
-init_from = 'scratch'       # 'scratch' | 'resume' (from out_dir/ckpt.pt) | 'rwkv:<official RWKV-7 .pth>' |
-                            # 'hf:<Hugging Face folder or hub id>' | 'llama2c:<file.bin>' (Llama.from_pretrained) |
+max_bad_steps = 10          # stop (exit 1) after this many steps in a row with a non-finite loss or gradient (each
+                            # one is skipped: no update, logged)
+nan_rollback = 0            # instead of stopping: reload ckpt.pt (weights, optimizer, data position, RNG) and scale
+                            # the learning rate by nan_lr_factor, up to nan_rollback times (0 = off); while steps are
+                            # skipped and a rollback remains, evals do not overwrite ckpt.pt
+nan_lr_factor = 0.5         # the factor is kept in later checkpoints, so a resume keeps it
+init_from = 'scratch'       # 'scratch' | 'resume' (from out_dir/ckpt.pt, exactly where it stopped) |
+                            # 'rwkv:<official RWKV-7 .pth>' (model_type=rwkv7) | 'hf:<Hugging Face folder or hub id>' |
+                            # 'llama2c:<file.bin>' (model_type=llama, data prepared with the model's tokenizer) |
                             # another run's out_dir (its weights, a fresh optimizer: pretrain, then fine-tune)
 # LoRA / QLoRA fine-tuning (lora.py, qlora.py): the base model (init_from) frozen, only the adapters train
-lora_r = 0                  # adapter rank; 0 = off (every weight trains)
+lora_r = 0                  # adapter rank; 0 = off (every weight trains); the frozen base is what init_from names
 lora_alpha = 16.0           # the update is scaled by lora_alpha / lora_r
 lora_dropout = 0.0          # dropout on the adapters' input
-lora_targets = ''           # comma-separated module-name patterns ('q_proj,v_proj', 'blocks.*.att.key');
+lora_targets = ''           # comma-separated module-name patterns: suffixes ('q_proj,v_proj') or wildcards
+                            # ('layers.1.*', 'blocks.*.att.key');
                             # '' = every attention and MLP projection of the model type (lora.DEFAULT_TARGETS)
 rslora = False              # scale by lora_alpha / sqrt(lora_r) (rank-stabilized LoRA)
-qlora = False               # the frozen base linears in 4-bit NF4 (bitsandbytes); needs lora_r > 0
-merge_lora_on_save = True   # LoRA runs: best.pt holds the merged full model (sample.py loads it as it is);
+qlora = False               # the frozen base linears in 4-bit NF4 with double quantization (bitsandbytes, ~0.52
+                            # bytes/weight; embeddings, norms, head in the compute dtype); needs lora_r > 0
+merge_lora_on_save = True   # LoRA runs: best.pt holds the merged full model (sample.py, bench.py load it as it is;
+                            # QLoRA: the dequantized base, fp32, not re-quantized);
                             # out_dir/adapter.safetensors (the best adapters) and the small ckpt.pt are always written
 wandb_log = False           # also log to Weights & Biases (pip install wandb)
 wandb_project = 'tiny-reasoner'
@@ -80,9 +87,11 @@ data_dir = 'data/shakespeare_byte'  # a folder prepare.py wrote
 gradient_accumulation_steps = 1  # micro-batches per step, all processes together
 batch_size = 12             # rows per micro-batch; a step's tokens: gradient_accumulation_steps x batch_size x
                             # block_size
-curriculum = False          # chat data: the first epoch goes from easy to hard examples
+curriculum = False          # chat data: the first epoch goes from easy to hard examples (gsm_synth steps, else reply
+                            # length)
 group_by_length = False     # chat data: a row holds one example, a batch examples of one length band, padded to its
-                            # end (a multiple of 32), ~batch_size * block_size tokens; else whole examples packed
+                            # end (a multiple of 32), ~batch_size * block_size tokens; a band drawn in proportion to
+                            # its examples x its length (every example as often); else whole examples packed
 block_size = 256            # tokens per row (the model's context)
 # model
 model_type = 'llama'        # 'llama' (model_llama.py) | 'rwkv7' (model_rwkv7.py)
@@ -91,24 +100,28 @@ n_layer = 6
 n_head = 6
 n_kv_head = 2
 n_embd = 384
-intermediate_size = 0       # llama: SwiGLU width, 0 = Llama's rule from n_embd
+intermediate_size = 0       # llama: SwiGLU width, 0 = 8/3 x n_embd rounded up to 32
 rope_theta = 10000.0
 norm_eps = 1e-5
 tie_embeddings = True
 qkv_bias = False
 dropout = 0.0
 vocab_size = 0              # 0 = the data's vocabulary rounded up to a multiple of 64
-head_size = 64              # rwkv7: N, the WKV head size (n_head = n_embd / head_size; n_head is for llama)
+head_size = 64              # rwkv7: N, the WKV head size (n_head = n_embd / head_size; n_head is for llama); the
+                            # LoRA ranks of the time mixing follow the official formula
 dim_ffn = 0                 # rwkv7: channel-mix width, 0 = 4 * n_embd
 wkv_impl = 'chunked'        # rwkv7: 'chunked' (matmuls per chunk) | 'naive' (per-step loop, the reference)
 chunk_len = 32              # rwkv7: chunk length of the chunked WKV
 # optimizer
-optim = 'adamw'             # 'adamw' (torch) | 'adamw8bit' | 'paged_adamw8bit' (bitsandbytes 8-bit moments) | 'muon'
-                            # (Muon on the blocks' matrices, AdamW on the rest, one learning_rate: optim.py)
-muon_targets = ''           # optim='muon': fnmatch patterns of the Linear layers Muon trains ('*.mlp.*'); '' = all
-learning_rate = 6e-4        # peak
+optim = 'adamw'             # 'adamw' (torch) | 'adamw8bit' | 'paged_adamw8bit' (bitsandbytes 8-bit moments, ~2 bytes of
+                            # state per parameter) | 'muon' (Muon on the blocks' matrices, AdamW on embedding, head,
+                            # norms and RWKV's small tensors; one learning_rate, Muon's update scaled to AdamW's RMS;
+                            # not with LoRA or FSDP: optim.py)
+muon_targets = ''           # optim='muon': fnmatch patterns of the Linear layers Muon trains ('*.mlp.*': Llama's MLP,
+                            # '*.ffn.*': RWKV's channel mixing; the rest go to AdamW); '' = all
+learning_rate = 6e-4        # peak, after linear warmup; decays to min_lr at lr_decay_iters
 max_iters = 5000
-weight_decay = 0.1
+weight_decay = 0.1          # AdamW's, on matrices only (fused AdamW on CUDA and CPU)
 beta1 = 0.9
 beta2 = 0.95
 grad_clip = 1.0             # 0 = off
