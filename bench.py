@@ -38,7 +38,7 @@ import bench_perf
 import chat
 from bench_perf import MEMORY_MODES, table
 from checkpoint import CheckpointError, find_checkpoint, load_model
-from configurator import ConfigError, configure, pick_device, set_threads
+from configurator import ConfigError, configure, pick_device
 from gsm8k_eval import (  # noqa: F401 (bench.score_gsm8k and the rest stay importable from here)
     COT_SHOTS, FIGURES, FLEX, STOPS, custom_answer, custom_match, extract_gsm8k, fewshot_texts, judge_gsm8k,
     judge_samples, lm_eval_match, official_extract, regex_filter, score_gsm8k, vote, wilson)
@@ -574,7 +574,7 @@ if __name__ == '__main__':
     try:
         configure(globals(), verbose=False)
         device = pick_device(device)
-        print(f"bench.py: {set_threads(threads)} threads, device {device}", file=sys.stderr)
+        print(f"bench.py: {torch.get_num_threads()} threads, device {device}", file=sys.stderr)  # set by configure
         main(task)
     except ConfigError as e:
         print(f"bench.py: error: {e}", file=sys.stderr)

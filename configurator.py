@@ -72,8 +72,9 @@ def _parse_value(raw):
 def configure(g, argv=None, verbose=True):
     """Apply config files and `--key=value` overrides from `argv` (default sys.argv[1:]) to the globals `g`.
 
-    Returns the effective config as a dict {key: value} of JSON-able values; verbose prints one line, the config
-    files and the keys that differ from the defaults. Raises ConfigError on an unknown key, a type mismatch, a
+    A script's `threads` key is applied at once (set_threads). Returns the effective config as a dict {key: value}
+    of JSON-able values; verbose prints one line: the script, its threads, the config files and the keys that differ
+    from the defaults. Raises ConfigError on an unknown key, a type mismatch, a
     missing config file or a malformed argument.
     """
     argv = sys.argv[1:] if argv is None else argv
@@ -108,9 +109,12 @@ def configure(g, argv=None, verbose=True):
             value = raw if isinstance(default, str) else _parse_value(raw)
             g[k] = _coerce(k, value, default)
     config = {k: g[k] for k in keys}
+    threads = set_threads(g['threads']) if 'threads' in keys else None  # before any work: it shapes all of it
     if verbose:  # only what differs from the script's defaults: the run's config.json and checkpoints hold it all
         changed = {k: v for k, v in config.items() if v != defaults[k]}
-        print(f"config{''.join(' ' + f for f in files)}: {json.dumps(changed) if changed else 'the defaults'}")
+        print(f"{os.path.basename(g.get('__file__', 'script'))}: "
+              + (f"{threads} threads; " if threads else '') + f"config{''.join(' ' + f for f in files)} (what differs "
+              f"from the defaults): {json.dumps(changed) if changed else 'the defaults'}")
     return config
 
 

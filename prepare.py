@@ -24,7 +24,7 @@ to token shards plus parallel loss-mask shards (mask_train_000.bin) and example 
 
 Re-running with the same arguments does nothing; another tokenizer into a folder that has data is refused. The data
 is written into a temp folder beside data_dir (.<name>.prepare-new) that replaces data_dir only when complete, so a
-run that fails or is interrupted leaves data_dir as it was (swap_in, recover).
+run that fails or is interrupted leaves data_dir as it was (shards.swap_in, shards.recover).
 """
 
 import glob
@@ -44,7 +44,8 @@ import gsm_synth
 import chat
 from chat import read_records, render, to_messages
 from configurator import ConfigError, configure
-from shards import DataError, dtype_for_vocab, read_shard, shard_name, write_shard
+from shards import (DataError, carry_over, dtype_for_vocab, read_shard, recover, shard_name, side, swap_in,
+                    write_shard)
 from tokenizer import SPECIAL_TOKENS, get_tokenizer, hf_tokenizer_file, tokenizer_from_state, train_sentencepiece
 
 # -----------------------------------------------------------------------------
@@ -96,8 +97,6 @@ RECIPES = {  # name -> (where it comes from, text field, the source's val split)
 CHAT_RECIPES = ('gsm8k', 'gsm_synth')
 DEFAULT_TOKENIZER = {'gsm_synth': 'sp:1024', 'shakespeare': 'byte'}  # small vocabularies for small data; else gpt2
 EXTENSIONS = ('.txt', '.json', '.jsonl', '.parquet')
-# the entries of a data folder that prepare.py writes (and train.py globs): a re-run drops them, keeps all else
-OWN = re.compile(r'meta\.json|tokenizer\.(model|json)|test\.jsonl|(mask_|idx_)?(train|val)_.*\.(bin|npy)|.*\.tmp')
 
 
 def fail(msg):
@@ -188,68 +187,6 @@ def download(url, path):
             raise DataError(f"could not download {url} ({e}). Offline? Pass a local copy: --source=path/to/file") from None
         os.replace(path + '.part', path)
     return path
-
-
-# -----------------------------------------------------------------------------
-# replacing a data folder: the new data is written into side(target, 'new'), then swapped in by two renames
-def side(target, kind):
-    """The temp ('new') or backup ('old') folder beside target: same parent, so renames stay on one filesystem."""
-    return os.path.join(os.path.dirname(target), f".{os.path.basename(target)}.prepare-{kind}")
-
-
-def recover(target):
-    """Clean up after a run that was killed (SIGKILL, power loss) before it could: remove its temp folder; if it died
-    between swap_in's two renames, move the old data back (target missing) or finish deleting it (target present)."""
-    old = side(target, 'old')
-    if os.path.isdir(old) and not os.path.exists(target):
-        os.rename(old, target)
-        print(f"restored '{target}' from '{old}', left by a run that was killed while replacing it")
-    for path in (old, side(target, 'new')):
-        shutil.rmtree(path, ignore_errors=True)
-
-
-def carry_over(old, new):
-    """Hard-link (or copy) into folder `new` what folder `old` (if any) holds besides prepared data (OWN): a user's
-    files, a downloaded source. What the new run wrote wins over an entry of the same name."""
-    def link(src, dst):
-        try:
-            os.link(src, dst, follow_symlinks=False)
-        except OSError:  # no hard links here (another filesystem below, FAT, ...)
-            shutil.copy2(src, dst, follow_symlinks=False)
-    for name in os.listdir(old) if os.path.isdir(old) else []:
-        src, dst = os.path.join(old, name), os.path.join(new, name)
-        if OWN.fullmatch(name) or os.path.lexists(dst):
-            continue
-        if os.path.isdir(src) and not os.path.islink(src):
-            shutil.copytree(src, dst, symlinks=True, copy_function=link)
-        else:
-            link(src, dst)
-
-
-def fsync_path(path):
-    if os.name == 'posix' or os.path.isfile(path):  # folders cannot be opened for fsync on Windows
-        fd = os.open(path, os.O_RDONLY)
-        os.fsync(fd)
-        os.close(fd)
-
-
-def swap_in(new, target):
-    """Replace folder target by folder new (beside it): fsync new's files and folders, rename target to the backup,
-    new to target. A crash between the renames leaves no target and both folders beside it: recover() puts the old
-    data back. The caller deletes the backup. Raises OSError; target is then as it was."""
-    for d, _, files in os.walk(new):
-        for path in [os.path.join(d, f) for f in files if not os.path.islink(os.path.join(d, f))] + [d]:
-            fsync_path(path)
-    old = side(target, 'old')
-    if os.path.exists(target):
-        os.rename(target, old)
-    try:
-        os.rename(new, target)
-    except BaseException:
-        if os.path.exists(old) and not os.path.exists(target):
-            os.rename(old, target)
-        raise
-    fsync_path(os.path.dirname(target))
 
 
 # -----------------------------------------------------------------------------

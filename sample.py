@@ -19,7 +19,7 @@ import torch
 
 import chat
 from checkpoint import CheckpointError, find_checkpoint, load_model
-from configurator import ConfigError, configure, pick_device, set_threads
+from configurator import ConfigError, configure, pick_device
 
 # -----------------------------------------------------------------------------
 out_dir = 'out'         # the run to sample from
@@ -52,7 +52,7 @@ def fail(msg):
 try:
     configure(globals(), verbose=False)
     device = pick_device(device)
-    print(f"sample.py: {set_threads(threads)} threads, device {device}", file=sys.stderr)
+    print(f"sample.py: {torch.get_num_threads()} threads, device {device}", file=sys.stderr)  # set by configure
     if mode not in ('generate', 'reasoning', 'chat'):
         raise ConfigError(f"mode must be generate, reasoning or chat, not '{mode}'")
     if temperature < 0 or not 0 < top_p <= 1 or top_k < 0 or num_samples < 1 or max_new_tokens < 1:

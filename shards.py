@@ -6,12 +6,14 @@ A shard `train_000.bin` is a header of 256 little-endian int32 -- [0] magic 2024
 `meta.json` with the tokenizer spec, vocab_size, token counts and dtype. Reading checks everything it can: a wrong
 magic, an unknown version, a truncated file and token ids beyond the model's vocabulary are errors that say the fix.
 Chat data adds per shard a loss mask and an example index (shard_name). How rows are made of them is data.py's.
+A data folder is replaced atomically (side, swap_in, recover, carry_over): prepare.py's re-runs never lose data.
 """
 
 import glob
 import json
 import os
 import re
+import shutil
 
 import numpy as np
 
@@ -112,3 +114,72 @@ def load_split(data_dir, split, vocab_size=None):
                 raise DataError(f"shard {p} has token id {top} >= the model's vocab_size {vocab_size}: the data was "
                                 f"prepared with another tokenizer than this model's; prepare it again or set vocab_size")
     return shards
+
+
+# the entries of a data folder that prepare.py writes (shard_name's, meta.json, tokenizer, test.jsonl): a re-run
+# replaces them and keeps everything else
+OWN = re.compile(r'meta\.json|tokenizer\.(model|json)|test\.jsonl|(mask_|idx_)?(train|val)_.*\.(bin|npy)|.*\.tmp')
+
+
+# ---------------------------------------------------------------------------- replacing a data folder
+# prepare.py writes new data into side(target, 'new'), then swaps it in by two renames: a failure never leaves a
+# folder missing or mixed
+def side(target, kind):
+    """The temp ('new') or backup ('old') folder beside target: same parent, so renames stay on one filesystem."""
+    return os.path.join(os.path.dirname(target), f".{os.path.basename(target)}.prepare-{kind}")
+
+
+def recover(target):
+    """Clean up after a run that was killed (SIGKILL, power loss) before it could: remove its temp folder; if it died
+    between swap_in's two renames, move the old data back (target missing) or finish deleting it (target present)."""
+    old = side(target, 'old')
+    if os.path.isdir(old) and not os.path.exists(target):
+        os.rename(old, target)
+        print(f"restored '{target}' from '{old}', left by a run that was killed while replacing it")
+    for path in (old, side(target, 'new')):
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def carry_over(old, new):
+    """Hard-link (or copy) into folder `new` what folder `old` (if any) holds besides prepared data (OWN, the files
+    prepare.py writes): a user's files, a downloaded source. What the new run wrote wins over an entry of the same
+    name."""
+    def link(src, dst):
+        try:
+            os.link(src, dst, follow_symlinks=False)
+        except OSError:  # no hard links here (another filesystem below, FAT, ...)
+            shutil.copy2(src, dst, follow_symlinks=False)
+    for name in os.listdir(old) if os.path.isdir(old) else []:
+        src, dst = os.path.join(old, name), os.path.join(new, name)
+        if OWN.fullmatch(name) or os.path.lexists(dst):
+            continue
+        if os.path.isdir(src) and not os.path.islink(src):
+            shutil.copytree(src, dst, symlinks=True, copy_function=link)
+        else:
+            link(src, dst)
+
+
+def fsync_path(path):
+    if os.name == 'posix' or os.path.isfile(path):  # folders cannot be opened for fsync on Windows
+        fd = os.open(path, os.O_RDONLY)
+        os.fsync(fd)
+        os.close(fd)
+
+
+def swap_in(new, target):
+    """Replace folder target by folder new (beside it): fsync new's files and folders, rename target to the backup,
+    new to target. A crash between the renames leaves no target and both folders beside it: recover() puts the old
+    data back. The caller deletes the backup. Raises OSError; target is then as it was."""
+    for d, _, files in os.walk(new):
+        for path in [os.path.join(d, f) for f in files if not os.path.islink(os.path.join(d, f))] + [d]:
+            fsync_path(path)
+    old = side(target, 'old')
+    if os.path.exists(target):
+        os.rename(target, old)
+    try:
+        os.rename(new, target)
+    except BaseException:
+        if os.path.exists(old) and not os.path.exists(target):
+            os.rename(old, target)
+        raise
+    fsync_path(os.path.dirname(target))

@@ -39,7 +39,7 @@ import torch
 
 from checkpoint import (PRETRAINED, CheckpointError, atomic_save, keep_last as keep_checkpoints, load_base,
                         model_class, read_checkpoint, rng_state, set_rng_state)
-from configurator import ConfigError, configure, pick_device, set_threads
+from configurator import ConfigError, configure, pick_device
 from data import Batches
 from optim import make_optimizer
 from shards import DataError, load_meta
@@ -195,11 +195,7 @@ def on_uncaught(kind, e, tb):
 
 sys.excepthook = on_uncaught
 try:
-    defaults = dict(globals())
-    config = configure(globals(), verbose=False)
-    files = ''.join(' ' + a for a in sys.argv[1:] if not a.startswith('--'))
-    print(f"train.py: {set_threads(threads)} threads; config{files} (what differs from the defaults): "
-          f"{json.dumps({k: v for k, v in config.items() if v != defaults[k]})}")
+    config = configure(globals())  # its first line: the threads, and the keys that differ from the defaults
     # test hooks (test_train.py): a pause in each write of ckpt.pt before the rename; NaN losses at these iterations
     # (once each: after a rollback they train)
     _save_pause = float(os.environ.get('TRAIN_SAVE_PAUSE', 0))
@@ -336,20 +332,19 @@ if init_from == 'resume':
           + ("; so do the LoRA settings and the base model" if lora_run else ''))
 base_from = lora_run['base']['init_from'] if lora_run else init_from
 pretrained = None  # a model built by its own loader: rwkv:, hf:, llama2c:
+padded_vocab = 64 * math.ceil(meta['vocab_size'] / 64)  # room for our specials, and faster matmuls
 if base_from not in ('scratch', 'resume'):
     try:  # a LoRA run's base is the file it was trained on
         pretrained, base, what = load_base(
             base_from, model_type, tok, data_dir, lora_run['base']['file'] if lora_run else None,
-            block_size=block_size, dropout=dropout, vocab_size=64 * math.ceil(meta['vocab_size'] / 64),  # room for
-            wkv_impl=wkv_impl, chunk_len=chunk_len)                                                   # our specials
+            block_size=block_size, dropout=dropout, vocab_size=padded_vocab, wkv_impl=wkv_impl, chunk_len=chunk_len)
     except CheckpointError as e:
         fail(str(e))
     if not lora_run:
         model_args = base['model_args'] if base else dataclasses.asdict(pretrained.config)
     print(what + ("; a fresh optimizer" if base and init_from != 'resume' else ''))
 if base_from == 'scratch' and init_from != 'resume':  # a new model of the shape keys
-    model_args = dict(block_size=block_size, dropout=dropout,
-                      vocab_size=vocab_size or 64 * math.ceil(meta['vocab_size'] / 64))  # padded: faster matmuls
+    model_args = dict(block_size=block_size, dropout=dropout, vocab_size=vocab_size or padded_vocab)
     if model_type == 'rwkv7':
         model_args.update(n_layer=n_layer, n_embd=n_embd, head_size=head_size, dim_ffn=dim_ffn)
     else:
