@@ -6,9 +6,7 @@ and passes it in; each function prints its markdown tables and returns the field
 Timings are the median of `repeats` calls after one warm-up call (min in parentheses).
 """
 
-import ast
 import json
-import math
 import os
 import statistics
 import sys
@@ -16,8 +14,8 @@ import time
 
 import torch
 
-from checkpoint import model_class
-from configurator import ConfigError
+from checkpoint import CheckpointError, model_class, new_model_args
+from configurator import ConfigError, pick_dtype, script_defaults
 
 
 def table(header, rows):
@@ -46,42 +44,23 @@ def timed(fn, repeats, device):
 
 
 # ---------------------------------------------------------------------------- speed
-def train_defaults():
-    """train.py's config globals (plain literals) read from its source, without running it."""
-    tree = ast.parse(open(os.path.join(os.path.dirname(os.path.abspath(__file__)), 'train.py')).read())
-    out = {}
-    for node in tree.body:
-        if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
-            try:
-                out[node.targets[0].id] = ast.literal_eval(node.value)
-            except ValueError:
-                pass
-    return out
-
-
 def config_setup(config):
-    """(model_type, model_args, batch_size, block_size) of a train.py config file, over train.py's defaults."""
+    """(model_type, model_args, batch_size, block_size) of a train.py config file over train.py's defaults: the model
+    train.py would build from scratch (checkpoint.new_model_args; vocab_size 0: the data's vocabulary, padded, or
+    GPT-2's 50304 when data_dir is not prepared). Raises ConfigError for a missing or failing file, an unknown preset."""
     if not os.path.isfile(config):
         raise ConfigError(f"--config='{config}' not found: a train.py config file (e.g. config/micro.py)")
-    g = train_defaults()
+    g = script_defaults(os.path.join(os.path.dirname(os.path.abspath(__file__)), 'train.py'))
     try:
         exec(compile(open(config).read(), config, 'exec'), g)
     except Exception as e:
         raise ConfigError(f"config file '{config}' failed to run: {type(e).__name__}: {e}") from None
-    from model_llama import PRESETS
-    vocab = g['vocab_size']
-    if not vocab:
-        meta = os.path.join(g['data_dir'], 'meta.json')
-        vocab = 64 * math.ceil(json.load(open(meta))['vocab_size'] / 64) if os.path.isfile(meta) else 50304
-    if g.get('preset') and g['preset'] not in PRESETS:
-        raise ConfigError(f"unknown preset '{g['preset']}' in {config}: use one of {', '.join(PRESETS)}")
-    if g['model_type'] == 'llama':
-        shape = PRESETS[g['preset']] if g.get('preset') else {k: g[k] for k in ('n_layer', 'n_head', 'n_kv_head',
-                                                                                'n_embd')}
-        args = dict(shape, intermediate_size=g['intermediate_size'], tie_embeddings=g['tie_embeddings'])
-    else:
-        args = dict(n_layer=g['n_layer'], n_embd=g['n_embd'], head_size=g['head_size'], dim_ffn=g['dim_ffn'])
-    return g['model_type'], dict(args, vocab_size=vocab, block_size=g['block_size']), g['batch_size'], g['block_size']
+    meta = os.path.join(g['data_dir'], 'meta.json')
+    try:
+        args = new_model_args(g, json.load(open(meta))['vocab_size'] if os.path.isfile(meta) else 50304)
+    except CheckpointError as e:
+        raise ConfigError(f"{e} (in {config})") from None
+    return g['model_type'], args, g['batch_size'], g['block_size']
 
 
 def gen_speed(model, kind, ctx, new_tokens, repeats, device):
@@ -110,10 +89,7 @@ def speed(name, kind, args, sd, *, bsz, blk, device, train, contexts, new_tokens
     import resource
     from contextlib import nullcontext
     dev_type = device.split(':')[0]
-    dt_name = dtype if dtype != 'auto' else ('bfloat16' if torch.cuda.is_bf16_supported(False) else 'float16') \
-        if dev_type == 'cuda' else 'float32'
-    if dt_name not in ('float32', 'bfloat16', 'float16'):
-        raise ConfigError(f"dtype must be auto, float32, bfloat16 or float16, not '{dtype}'")
+    dt_name = pick_dtype(dtype, dev_type)
     amp = nullcontext() if dt_name == 'float32' else torch.autocast(dev_type, dtype=getattr(torch, dt_name))
     Model, Config = model_class(kind)
     train_rows, gen_rows, recs = [], [], []

@@ -1,18 +1,23 @@
 """
 The checkpoint format of train.py, and the one place that reads it: which file a run resolves to, reading a file with
-every check, loading the model a run or a pretrained spec names, and the atomic write.
+every check, loading the model a run or a pretrained spec names, the model a training run starts from, and the
+run folder's files (the atomic write, config.json, keep_last, the RNG states a resume needs).
 
     path = find_checkpoint('out-run', '')          # out-run/best.pt if there is one, else out-run/ckpt.pt
     ck = read_checkpoint(path)                     # the dict, checked (damaged, foreign, unknown model type)
     model, tok, ck = load_model('out-run/best.pt') # or 'hf:<folder or hub id>', 'llama2c:<file.bin>'
-    atomic_save(ck, 'out-run/ckpt.pt')             # temp file, fsync, rename: a crash leaves the old file
+    model, args, ck, lora = start_model(config, tok, vocab)  # train.py: resume, another run, hf:, scratch; LoRA
+    save_run_file(ck, 'out-run', 'ckpt.pt', config)          # temp file, fsync, rename: a crash leaves the old file
 
 A checkpoint is a dict: 'model' (a state dict: the full model, or a LoRA run's adapters in ckpt.pt), 'model_type'
 ('llama' | 'rwkv7'), 'model_args' (the model config as a dict), 'tokenizer' (tokenizer.Tokenizer.state()),
 'iter_num', 'config' (train.py's config), 'best_val_loss'; with what resume needs in ckpt.pt ('optimizer', 'scaler',
 'rng', 'log_acc', 'lr_factor'); a LoRA run's 'lora' (adapter settings and base reference) or, merged, 'merged_lora'.
+Sharded (FSDP) runs write the same file (parallel.full_state); the training loop's state is train.py's.
 """
 
+import json
+import math
 import os
 
 import torch
@@ -112,20 +117,15 @@ def load_model(spec, device='cpu', block_size=None):
     return model.eval().to(device), tok, ck
 
 
-def atomic_save(obj, path, pause=0.0):
+def atomic_save(obj, path):
     """torch.save `obj` to `path` atomically: into path + '.tmp', fsync, rename over path, so that a crash or a kill
-    at any moment leaves either the previous file or the new one. `pause` (seconds, tests) sleeps before the rename.
-    On a failed write (a full disk: OSError, or torch's RuntimeError) the temp file is removed and the error raised;
-    path is then as it was."""
+    at any moment leaves either the previous file or the new one. On a failed write (a full disk: OSError, or
+    torch's RuntimeError) the temp file is removed and the error raised; path is then as it was."""
     try:
         with open(path + '.tmp', 'wb') as f:
             torch.save(obj, f)
             f.flush()
             os.fsync(f.fileno())
-        if pause:
-            import time
-            print(f"writing {path}.tmp")
-            time.sleep(pause)
         os.replace(path + '.tmp', path)
     except (OSError, RuntimeError):
         if os.path.lexists(path + '.tmp'):
@@ -236,3 +236,155 @@ def load_base(spec, model_type, tok, data_dir, file=None, *, block_size, dropout
                               f"with merge_lora_on_save=True)")
     base['path'] = path
     return None, base, f"initialising from {path} (iteration {base.get('iter_num', '?')})"
+
+
+# ---------------------------------------------------------------------------- a training run's files
+def padded_vocab(n):
+    """A vocabulary of n tokens rounded up to a multiple of 64: room for the chat tokens, and faster matmuls."""
+    return 64 * math.ceil(n / 64)
+
+
+def new_model_args(c, data_vocab):
+    """model_args of a new model (train.py's init_from='scratch') from a train.py config `c` (a dict): the shape keys
+    of its model_type (a Llama preset instead, if c['preset'] names one), block_size, dropout; vocab_size 0 means
+    padded_vocab(data_vocab). Raises CheckpointError for an unknown preset."""
+    from model_llama import PRESETS
+    args = dict(block_size=c['block_size'], dropout=c['dropout'],
+                vocab_size=c['vocab_size'] or padded_vocab(data_vocab))
+    if c['model_type'] == 'rwkv7':
+        return dict(args, n_layer=c['n_layer'], n_embd=c['n_embd'], head_size=c['head_size'], dim_ffn=c['dim_ffn'])
+    if c['preset'] and c['preset'] not in PRESETS:
+        raise CheckpointError(f"unknown preset '{c['preset']}': choose one of {', '.join(PRESETS)}")
+    shape = PRESETS[c['preset']] if c['preset'] else {k: c[k] for k in ('n_layer', 'n_head', 'n_kv_head', 'n_embd')}
+    return dict(args, **shape, intermediate_size=c['intermediate_size'], rope_theta=c['rope_theta'],
+                norm_eps=c['norm_eps'], tie_embeddings=c['tie_embeddings'], qkv_bias=c['qkv_bias'])
+
+
+def read_train_state(path):
+    """read_checkpoint of a ckpt.pt to resume from (or roll back to); also raises CheckpointError without iter_num."""
+    ck = read_checkpoint(path, hint="; with keep_last, an older ckpt_<iter>.pt copied over it resumes from there")
+    if 'iter_num' not in ck:
+        raise CheckpointError(f"{path} is not a train.py checkpoint (no iter_num)")
+    return ck
+
+
+def start_model(c, tok, data_vocab):
+    """The model a training run starts from, as train.py's config `c` (a dict) says, printing what it loaded:
+    init_from='resume' -> out_dir/ckpt.pt, checked against c (model type, tokenizer tok, optimizer; a LoRA run is
+    rebuilt on its own base); another run's out_dir or a pretrained spec -> load_base; 'scratch' -> a new model of
+    new_model_args. With lora_r > 0 (or a LoRA run resumed) the model gets its adapters (lora.setup_lora; resumed:
+    their weights, the base checked). Returns (model on the CPU in train mode, model_args with derived values filled
+    in, the checkpoint to resume from or None, the LoRA settings of a LoRA run or None). Raises CheckpointError naming
+    the problem and the fix."""
+    import dataclasses
+    init_from, out_dir, model_type = c['init_from'], c['out_dir'], c['model_type']
+    ck = lora_run = base = pretrained = None
+    if init_from == 'resume':
+        path = os.path.join(out_dir, 'ckpt.pt')
+        if not os.path.isfile(path):
+            raise CheckpointError(f"init_from='resume' but {path} does not exist: train from scratch first or fix "
+                                  f"--out_dir")
+        ck = read_train_state(path)
+        if ck.get('model_type') != model_type:
+            raise CheckpointError(f"{path} holds a '{ck.get('model_type')}' model, not '{model_type}': set "
+                                  f"--model_type")
+        model_args = ck['model_args']
+        if ck['tokenizer']['spec'] != tok.spec or ck['tokenizer']['blob'] != tok.blob:
+            raise CheckpointError(f"{path} was trained with tokenizer '{ck['tokenizer']['spec']}', but "
+                                  f"{c['data_dir']} holds data tokenized with '{tok.spec}': resume on the run's own "
+                                  f"data_dir")
+        for k, default in (('optim', 'adamw'), ('muon_targets', '')):  # muon_targets shape Muon's state
+            if ck['config'].get(k, default) != c[k] and (k == 'optim' or c['optim'] == 'muon'):
+                raise CheckpointError(f"{path} was trained with {k}='{ck['config'].get(k, default)}': resume with it")
+        lora_run = ck.get('lora')
+        if lora_run and c['fsdp']:
+            raise CheckpointError(f"{path} is a LoRA run: resume it without fsdp (DDP)")
+        if lora_run is None and c['lora_r']:
+            raise CheckpointError(f"{path} is a full-training checkpoint: to LoRA-fine-tune it, start a new run with "
+                                  f"--init_from={out_dir} and another --out_dir")
+        print("resuming: the model's shape comes from the checkpoint; shape keys given now are ignored"
+              + ("; so do the LoRA settings and the base model" if lora_run else ''))
+    base_from = lora_run['base']['init_from'] if lora_run else init_from
+    if base_from not in ('scratch', 'resume'):  # a LoRA run's base is the file it was trained on
+        pretrained, base, what = load_base(
+            base_from, model_type, tok, c['data_dir'], lora_run['base']['file'] if lora_run else None,
+            block_size=c['block_size'], dropout=c['dropout'], vocab_size=padded_vocab(data_vocab),
+            wkv_impl=c['wkv_impl'], chunk_len=c['chunk_len'])
+        if not lora_run:
+            model_args = base['model_args'] if base else dataclasses.asdict(pretrained.config)
+        print(what + ("; a fresh optimizer" if base and init_from != 'resume' else ''))
+    if base_from == 'scratch' and init_from != 'resume':
+        model_args = new_model_args(c, data_vocab)
+    if model_args['vocab_size'] < data_vocab:
+        raise CheckpointError(f"vocab_size {model_args['vocab_size']} is smaller than the tokenizer's {data_vocab} "
+                              f"({c['data_dir']}): leave vocab_size=0 to size it from the data")
+    if c['block_size'] > model_args['block_size']:
+        raise CheckpointError(f"block_size {c['block_size']} is longer than the model's context of "
+                              f"{model_args['block_size']} tokens: set --block_size={model_args['block_size']} or less")
+    if model_type == 'rwkv7':  # the WKV implementation is a run-time choice, also on resume
+        model_args.update(wkv_impl=c['wkv_impl'], chunk_len=c['chunk_len'])
+    try:
+        Model, Config = model_class(model_type)
+        model = pretrained if pretrained is not None else Model(Config(**model_args))
+    except (ValueError, ZeroDivisionError) as e:
+        raise CheckpointError(f"bad model shape: {e}") from None
+    if base is not None:
+        model.load_state_dict(base['model'])
+    elif ck is not None and lora_run is None:
+        model.load_state_dict(ck['model'])
+    model_args = dataclasses.asdict(model.config)  # with derived values (intermediate_size, LoRA ranks) filled in
+    print(f"model: {model.get_num_params() / 1e6:.2f}M parameters, {json.dumps(model_args)}")
+    lora = None
+    if c['lora_r'] or lora_run:  # adapters on the frozen base: new ones, or the resumed run's
+        from lora import LoRAError, new_settings, setup_lora
+        lora = lora_run or new_settings(c, os.path.basename(base['path']) if base else None)
+        try:
+            print(setup_lora(model, lora, ck['model'] if lora_run else None))
+        except LoRAError as e:
+            raise CheckpointError(str(e)) from None
+    return model, model_args, ck, lora
+
+
+def make_out_dir(out_dir):
+    """Create the run folder out_dir (with its parents) if it is missing and check that it is writable. Returns
+    whether this call created it. Raises CheckpointError: cannot write into it."""
+    made = not os.path.isdir(out_dir)
+    try:
+        os.makedirs(out_dir, exist_ok=True)
+        if not os.access(out_dir, os.W_OK):
+            raise PermissionError("not writable")
+    except OSError as e:
+        raise CheckpointError(f"cannot write into out_dir '{out_dir}': {e}") from None
+    return made
+
+
+def drop_run_dir(out_dir):
+    """Remove the run folder out_dir if it holds no checkpoint (.pt): what a run that failed early leaves behind."""
+    import shutil
+    if os.path.isdir(out_dir) and not any(f.endswith('.pt') for f in os.listdir(out_dir)):
+        shutil.rmtree(out_dir, ignore_errors=True)
+
+
+def save_run_file(ck, out_dir, name, config, keep=0, previous=None):
+    """Write checkpoint dict `ck` to out_dir/name atomically, then out_dir/config.json (the effective config of the
+    checkpoints beside it; also atomic); with keep > 0 the file is kept as ckpt_<iter>.pt too (keep_last).
+    `previous`: the iteration of the out_dir/name this run wrote before, if any (for the message). On a failed write
+    (a full disk) the temp files are removed, the previous files stay as they were, and CheckpointError says so."""
+    import errno
+    path, cfg = os.path.join(out_dir, name), os.path.join(out_dir, 'config.json')
+    try:
+        atomic_save(ck, path)
+        with open(cfg + '.tmp', 'w') as f:
+            json.dump(config, f, indent=2)
+        os.replace(cfg + '.tmp', cfg)
+    except (OSError, RuntimeError) as e:  # torch.save reports a failed write as either
+        if os.path.lexists(cfg + '.tmp'):
+            os.remove(cfg + '.tmp')
+        full = any(getattr(x, 'errno', None) == errno.ENOSPC for x in (e, e.__context__, e.__cause__))
+        raise CheckpointError(
+            f"{'the disk is full' if full else 'cannot write'} while saving {path} ({str(e).splitlines()[0]}): "
+            f"removed the partial {path}.tmp; " + (f"the previous {path} (iteration {previous}) is kept as it was"
+                                                   if previous is not None else f"no earlier {name} of this run")
+            + ". Free some space and resume with --init_from=resume") from None
+    if keep:
+        keep_last(path, ck['iter_num'], keep)

@@ -11,11 +11,14 @@ which applies, in order, every `config/*.py` file and every `--key=value` given 
 A config file is plain Python run in the script's globals. Every key it sets, and every `--key`, must already be
 a global of the script, of the same type (an int is accepted where a float is expected). A mistake is a
 ConfigError that names the key and the closest valid keys, or the expected and given types. `-h` / `--help` prints
-every key with its default and the comment beside it in the script.
+every key with its default and the comment beside it in the script. Also here: the keys every script resolves alike
+(`threads`, `device`, `dtype`), the checks of train.py's config that are not about types (check_train_config), and
+another script's defaults read from its source (script_defaults: bench.py's --config reads train.py's).
 """
 
 import ast
 import difflib
+import importlib.util
 import json
 import os
 import re
@@ -143,6 +146,20 @@ def help_text(g, keys):
            f"[--key=value ...]\n\n" + '\n'.join(rows)
 
 
+def script_defaults(path):
+    """The config of another script as its defaults (e.g. train.py's, for bench.py's --config): the module-level
+    assignments of plain literals in its source, read without running it (a script is not imported). Returns
+    {key: value}."""
+    out = {}
+    for node in ast.parse(open(path, encoding='utf-8').read()).body:
+        if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+            try:
+                out[node.targets[0].id] = ast.literal_eval(node.value)
+            except ValueError:
+                pass
+    return out
+
+
 def set_threads(threads):
     """The `threads` key of every script: threads > 0 sets torch's intra-op threads (torch.set_num_threads), 0 keeps
     PyTorch's default (one per core). With another heavy job on the same cores, the default threads spin-wait on
@@ -171,3 +188,72 @@ def pick_device(device):
     if kind == 'mps' and not torch.backends.mps.is_available():
         raise ConfigError(f"device '{device}' asked for, but MPS is not available here: use --device=cpu")
     return device
+
+
+def pick_dtype(dtype, device_type):
+    """Resolve a `dtype` config value: 'auto' -> bfloat16 on CUDA GPUs that have it natively (Ampere and later),
+    float16 on older ones (train.py adds a GradScaler), float32 on the CPU and MPS; float32, bfloat16 and float16 stay
+    as they are. Returns the dtype's name; raises ConfigError for anything else."""
+    import torch
+    if dtype == 'auto':
+        return ('bfloat16' if torch.cuda.is_bf16_supported(including_emulation=False) else 'float16') \
+            if device_type == 'cuda' else 'float32'
+    if dtype not in ('float32', 'bfloat16', 'float16'):
+        raise ConfigError(f"dtype must be auto, float32, bfloat16 or float16, not '{dtype}'")
+    return dtype
+
+
+def check_train_config(c, ddp, world_size):
+    """Raise ConfigError, naming the key and the fix, for a train.py config `c` (a dict of its keys, with device and
+    dtype resolved) that cannot run: under torchrun (ddp, world_size processes) or alone."""
+    device_type = c['device'].split(':')[0]
+    if ddp and c['gradient_accumulation_steps'] % world_size:
+        raise ConfigError(f"gradient_accumulation_steps ({c['gradient_accumulation_steps']}) must be a multiple of the "
+                          f"number of processes ({world_size}): each runs an equal share of the micro-batches")
+    if ddp and device_type == 'mps':
+        raise ConfigError("DDP runs on CUDA GPUs (NCCL) or on the CPU (gloo), not on MPS: use --device=cpu")
+    if c['fsdp'] and not ddp:
+        raise ConfigError("fsdp=True shards the model across the processes of torchrun: launch it with torchrun "
+                          "--standalone --nproc_per_node=N train.py ...")
+    if c['fsdp'] and (c['lora_r'] or c['qlora']):
+        raise ConfigError("fsdp=True is for full fine-tuning; LoRA/QLoRA runs train few weights: use DDP (fsdp=False)")
+    if c['fsdp'] and c['dtype'] == 'float16':  # a GradScaler would see only this rank's shard of the gradients
+        raise ConfigError("fsdp=True trains in bfloat16 or float32, not float16: set --dtype=bfloat16 or float32")
+    if c['nan_rollback'] < 0 or not 0 < c['nan_lr_factor'] <= 1:
+        raise ConfigError(f"need nan_rollback >= 0 (got {c['nan_rollback']}), 0 < nan_lr_factor <= 1 "
+                          f"(got {c['nan_lr_factor']})")
+    if c['lr_schedule'] not in ('cosine', 'linear'):
+        raise ConfigError(f"lr_schedule must be 'cosine' or 'linear', not '{c['lr_schedule']}'")
+    init_from, model_type = c['init_from'], c['model_type']
+    if init_from not in ('scratch', 'resume') and not init_from.startswith(('hf:', 'llama2c:', 'rwkv:')) \
+            and not os.path.isdir(init_from):
+        raise ConfigError(f"init_from must be 'scratch', 'resume', 'rwkv:<file.pth>', 'hf:<folder or hub id>', "
+                          f"'llama2c:<file.bin>' or a run's out_dir, not '{init_from}' (no such folder)")
+    if model_type not in ('llama', 'rwkv7'):
+        raise ConfigError(f"model_type must be 'llama' or 'rwkv7', not '{model_type}'")
+    if init_from.startswith('rwkv:') and model_type != 'rwkv7':
+        raise ConfigError(f"init_from='{init_from}' loads an RWKV-7 checkpoint: set --model_type=rwkv7")
+    if init_from.startswith(('hf:', 'llama2c:')) and model_type != 'llama':
+        raise ConfigError(f"init_from='{init_from}' loads a Llama-family model: set --model_type=llama")
+    if c['lora_r'] < 0 or not 0 <= c['lora_dropout'] < 1:
+        raise ConfigError(f"need lora_r >= 0 (0 = off; got {c['lora_r']}) and 0 <= lora_dropout < 1 "
+                          f"(got {c['lora_dropout']})")
+    if c['qlora'] and not c['lora_r']:
+        raise ConfigError("qlora=True quantizes the frozen base under LoRA adapters: set lora_r (e.g. --lora_r=16)")
+    if c['optim'] not in ('adamw', 'adamw8bit', 'paged_adamw8bit', 'muon'):
+        raise ConfigError(f"optim must be 'adamw', 'adamw8bit', 'paged_adamw8bit' or 'muon', not '{c['optim']}'")
+    if c['optim'] == 'muon' and (c['lora_r'] or c['fsdp']):
+        raise ConfigError("optim='muon' trains full weight matrices without FSDP: use --optim=adamw with "
+                          + ("--lora_r" if c['lora_r'] else "--fsdp=True"))
+    if c['keep_last'] < 0:
+        raise ConfigError(f"keep_last must be 0 (off) or more, got {c['keep_last']}")
+    if os.path.exists(c['out_dir']) and not os.path.isdir(c['out_dir']):
+        raise ConfigError(f"out_dir '{c['out_dir']}' is a file, not a folder: choose another --out_dir")
+    for k in ('batch_size', 'block_size', 'gradient_accumulation_steps', 'eval_interval', 'eval_iters',
+              'log_interval', 'max_bad_steps'):
+        if c[k] < 1:
+            raise ConfigError(f"{k} must be at least 1, got {c[k]}")
+    if c['decay_lr'] and not c['warmup_iters'] <= c['lr_decay_iters']:
+        raise ConfigError(f"warmup_iters ({c['warmup_iters']}) must not exceed lr_decay_iters ({c['lr_decay_iters']})")
+    if c['wandb_log'] and importlib.util.find_spec('wandb') is None:
+        raise ConfigError("wandb_log=True needs wandb: pip install wandb (or leave wandb_log off)")

@@ -82,6 +82,16 @@ class LoRALinear(nn.Module):
         return f"r={self.r}, alpha={self.alpha}, scaling={self.scaling:g}, merged={self.merged}"
 
 
+def new_settings(c, base_file=None):
+    """A new LoRA run's settings (setup_lora's `info`, the 'lora' key of its checkpoints) from train.py's config dict
+    `c`: r, alpha, dropout, rslora, qlora, the targets (lora_targets split at commas; '' = DEFAULT_TARGETS of its
+    model_type) and the base reference: init_from, the base run's checkpoint file name, the fingerprint (set by
+    setup_lora)."""
+    targets = [t.strip() for t in c['lora_targets'].split(',') if t.strip()] or DEFAULT_TARGETS[c['model_type']]
+    return dict(r=c['lora_r'], alpha=c['lora_alpha'], dropout=c['lora_dropout'], rslora=c['rslora'], qlora=c['qlora'],
+                targets=targets, base=dict(init_from=c['init_from'], file=base_file, fingerprint=None))
+
+
 def setup_lora(model, info, adapters=None):
     """Wrap `model` in the adapters train.py's LoRA settings `info` describe (r, alpha, dropout, rslora, targets and
     the base reference {'init_from', 'file', 'fingerprint'}); resuming, load their state dict `adapters` (from

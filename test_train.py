@@ -17,6 +17,7 @@ import random
 import shutil
 import signal
 import subprocess
+import tempfile
 
 import numpy as np
 import pytest
@@ -34,20 +35,64 @@ ARGS = ['--data_dir=d', '--block_size=32', '--batch_size=4', '--gradient_accumul
         '--warmup_iters=3', '--lr_decay_iters=20', '--learning_rate=3e-3', '--device=cpu', '--keep_last=3']
 
 
-def launch(nproc):
-    """What follows python: train.py itself (nproc 0), or torchrun starting it in nproc processes."""
+# train.py with faults injected from outside (train.py has no test hooks): TRAIN_SAVE_PAUSE=s prints 'writing
+# <out_dir>/ckpt.pt.tmp' and waits s seconds in each write of ckpt.pt, between the temp file and the rename;
+# TRAIN_NAN_ITERS=12,14 makes the training loss of those iterations NaN, once each (after a rollback they train)
+FAULTY_TRAIN = r"""
+import os, runpy, sys, time
+sys.path.insert(0, os.environ['ROOT'])
+import data, model_llama
+
+pause = float(os.environ.get('TRAIN_SAVE_PAUSE', 0))
+replace = os.replace
+def slow_replace(src, dst):
+    if pause and str(dst).endswith('ckpt.pt'):
+        print(f"writing {src}", flush=True)
+        time.sleep(pause)
+    replace(src, dst)
+os.replace = slow_replace
+
+nan = {int(i) for i in os.environ.get('TRAIN_NAN_ITERS', '').split(',') if i}
+now = {'iter': None, 'fired': set()}  # the iteration of the last training batch drawn; the NaNs given
+draw, forward = data.Batches.draw, model_llama.Llama.forward
+def draw_(self, split, gen, iter_num=0, *args):
+    if split == 'train':
+        nan.difference_update(now['fired'] - {iter_num})  # once each
+        now['iter'] = iter_num
+    return draw(self, split, gen, iter_num, *args)
+def forward_(self, *args, **kwargs):
+    logits, loss = forward(self, *args, **kwargs)
+    if self.training and now['iter'] in nan:
+        now['fired'].add(now['iter'])
+        loss = loss * float('nan')
+    return logits, loss
+data.Batches.draw, model_llama.Llama.forward = draw_, forward_
+runpy.run_path(os.path.join(os.environ['ROOT'], 'train.py'), run_name='__main__')
+"""
+
+
+def launch(nproc, env):
+    """What follows python: train.py (nproc 0), or torchrun starting it in nproc processes; with TRAIN_SAVE_PAUSE or
+    TRAIN_NAN_ITERS in env, FAULTY_TRAIN running train.py instead."""
+    script = os.path.join(ROOT, 'train.py')
+    if {'TRAIN_SAVE_PAUSE', 'TRAIN_NAN_ITERS'} & set(env):
+        script = os.path.join(tempfile.mkdtemp(), 'faulty_train.py')
+        with open(script, 'w') as f:
+            f.write(FAULTY_TRAIN)
     if not nproc:
-        return ['train.py']
-    return ['-m', 'torch.distributed.run', '--standalone', f'--nproc_per_node={nproc}', os.path.join(ROOT, 'train.py')]
+        return [script]
+    return ['-m', 'torch.distributed.run', '--standalone', f'--nproc_per_node={nproc}', script]
 
 
 def train(*args, cwd, nproc=0, check=True, env=None):
-    return run(*launch(nproc), *args, cwd=cwd, check=check, timeout=180, env={**ONE_THREAD, **(env or {})})
+    env = {**ONE_THREAD, 'ROOT': ROOT, **(env or {})}
+    return run(*launch(nproc, env), *args, cwd=cwd, check=check, timeout=180, env=env)
 
 
 def start(*args, cwd, nproc=0, env=None):
-    return subprocess.Popen(command(*launch(nproc), *args), cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, env={**os.environ, **ONE_THREAD, **(env or {})})
+    env = {**os.environ, **ONE_THREAD, 'ROOT': ROOT, **(env or {})}
+    return subprocess.Popen(command(*launch(nproc, env), *args), cwd=cwd, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, env=env)
 
 
 def wait_for(proc, prefix):

@@ -7,28 +7,18 @@ Train a model on prepared token shards (see prepare.py). One loop, nanoGPT order
     torchrun --standalone --nproc_per_node=4 train.py config/micro.py      # DDP: 4 GPUs (or 4 CPU processes, gloo)
     torchrun --standalone --nproc_per_node=8 train.py config/small.py --fsdp   # FSDP2: weights sharded over 8 GPUs
 
-Config is the globals below; a config file and --key=value override them (configurator.py); the effective config is
-saved as out_dir/config.json and in every checkpoint. out_dir/ckpt.pt is the state to resume from exactly, also after
-a SIGKILL (written atomically at evals, at the end and on Ctrl-C / SIGTERM; keep_last=k also keeps ckpt_<iter>.pt);
-best.pt the model with the best val loss; log.jsonl every log line.
-
-Under torchrun every process draws the same global batch of gradient_accumulation_steps micro-batches and trains on
-its own share of them (DDP, or FSDP2 with fsdp=True: the same file format), so the run sees the data one process would;
-rank 0 alone logs and writes files. A non-finite loss skips the step: max_bad_steps in a row stop the run, or with
-nan_rollback reload ckpt.pt at a lower learning rate. A full disk while saving keeps the previous checkpoint; CUDA out
-of memory lists the keys that lower memory.
-
-A LoRA run (lora_r > 0; qlora=True puts the frozen base in 4-bit NF4) trains adapters on a frozen base. Its ckpt.pt
-holds the adapters, the optimizer and a reference to the base (checked on resume); best.pt the merged model;
-adapter.safetensors the best adapters alone (lora.load_adapter).
+Config: the globals below, then config files and --key=value (configurator.py); the effective config goes into
+out_dir/config.json and every checkpoint. out_dir/ckpt.pt resumes exactly, also after a SIGKILL (written atomically at
+evals, at the end and on Ctrl-C / SIGTERM); best.pt holds the best val loss's model; log.jsonl every log line.
+Under torchrun every process trains on its share of the same global batch, so a run sees the data one process would.
+A non-finite loss skips the step (max_bad_steps in a row stop the run, or nan_rollback reloads ckpt.pt). LoRA runs
+(lora_r > 0, qlora) train adapters on a frozen base: ckpt.pt holds them, best.pt the merged model. The other owners:
+checkpoint.py (the files), data.py (batches), optim.py, parallel.py (DDP/FSDP2), lora.py, qlora.py; docs/guide.md.
 """
-import dataclasses
-import errno
 import json
 import math
 import os
 import random
-import shutil
 import signal
 import sys
 import time
@@ -37,10 +27,12 @@ from contextlib import nullcontext
 import numpy as np
 import torch
 
-from checkpoint import (PRETRAINED, CheckpointError, atomic_save, keep_last as keep_checkpoints, load_base,
-                        model_class, read_checkpoint, rng_state, set_rng_state)
-from configurator import ConfigError, configure, pick_device
+import parallel
+from checkpoint import (CheckpointError, drop_run_dir, make_out_dir, read_train_state, rng_state, save_run_file,
+                        set_rng_state, start_model)
+from configurator import ConfigError, check_train_config, configure, pick_device, pick_dtype
 from data import Batches
+from lora import load_lora_state_dict, lora_state_dict, merged_state_dict, save_adapter
 from optim import make_optimizer
 from shards import DataError, load_meta
 from tokenizer import get_tokenizer
@@ -54,44 +46,35 @@ log_interval = 10           # a log line every N iterations: loss, lr, ms/iter, 
 eval_iters = 20             # batches per split in each loss estimate
 eval_only = False           # evaluate once and exit
 always_save_checkpoint = True  # write ckpt.pt at every eval (else only when val improves, and at the end)
-keep_last = 0               # also keep the k newest checkpoints as ckpt_<iter>.pt (hard links: no extra space);
-                            # 0 = off; to go back, copy one over ckpt.pt and resume
-max_bad_steps = 10          # stop (exit 1) after this many steps in a row with a non-finite loss or gradient (each
-                            # one is skipped: no update, logged)
-nan_rollback = 0            # instead of stopping: reload ckpt.pt (weights, optimizer, data position, RNG) and scale
-                            # the learning rate by nan_lr_factor, up to nan_rollback times (0 = off); while steps are
-                            # skipped and a rollback remains, evals do not overwrite ckpt.pt
+keep_last = 0               # also keep the k newest as ckpt_<iter>.pt (hard links); to go back, copy one over ckpt.pt
+max_bad_steps = 10          # stop (exit 1) after this many skipped steps in a row (a non-finite loss or gradient)
+nan_rollback = 0            # instead of stopping, up to N times: reload ckpt.pt (all state) and scale the learning
+                            # rate by nan_lr_factor (evals amid skipped steps then leave ckpt.pt alone); 0 = off
 nan_lr_factor = 0.5         # the factor is kept in later checkpoints, so a resume keeps it
-init_from = 'scratch'       # 'scratch' | 'resume' (from out_dir/ckpt.pt, exactly where it stopped) |
-                            # 'rwkv:<official RWKV-7 .pth>' (model_type=rwkv7) | 'hf:<Hugging Face folder or hub id>' |
-                            # 'llama2c:<file.bin>' (model_type=llama, data prepared with the model's tokenizer) |
-                            # another run's out_dir (its weights, a fresh optimizer: pretrain, then fine-tune)
+init_from = 'scratch'       # 'scratch' | 'resume' (out_dir/ckpt.pt, exactly where it stopped) | 'rwkv:<RWKV-7 .pth>' |
+                            # 'hf:<folder or hub id>' | 'llama2c:<file.bin>' (data prepared with the model's tokenizer)
+                            # | another run's out_dir (its weights, a fresh optimizer: pretrain, then fine-tune)
 # LoRA / QLoRA fine-tuning (lora.py, qlora.py): the base model (init_from) frozen, only the adapters train
 lora_r = 0                  # adapter rank; 0 = off (every weight trains); the frozen base is what init_from names
 lora_alpha = 16.0           # the update is scaled by lora_alpha / lora_r
 lora_dropout = 0.0          # dropout on the adapters' input
-lora_targets = ''           # comma-separated module-name patterns: suffixes ('q_proj,v_proj') or wildcards
-                            # ('layers.1.*', 'blocks.*.att.key');
+lora_targets = ''           # comma-separated module-name suffixes ('q_proj,v_proj') or wildcards ('layers.1.*');
                             # '' = every attention and MLP projection of the model type (lora.DEFAULT_TARGETS)
 rslora = False              # scale by lora_alpha / sqrt(lora_r) (rank-stabilized LoRA)
 qlora = False               # the frozen base linears in 4-bit NF4 with double quantization (bitsandbytes, ~0.52
                             # bytes/weight; embeddings, norms, head in the compute dtype); needs lora_r > 0
-merge_lora_on_save = True   # LoRA runs: best.pt holds the merged full model (sample.py, bench.py load it as it is;
-                            # QLoRA: the dequantized base, fp32, not re-quantized);
-                            # out_dir/adapter.safetensors (the best adapters) and the small ckpt.pt are always written
+merge_lora_on_save = True   # LoRA runs: best.pt holds the merged model (QLoRA: the dequantized base, fp32); the
+                            # best adapters alone go to out_dir/adapter.safetensors in any case
 wandb_log = False           # also log to Weights & Biases (pip install wandb)
 wandb_project = 'tiny-reasoner'
 wandb_run_name = 'run'
 # data
 data_dir = 'data/shakespeare_byte'  # a folder prepare.py wrote
 gradient_accumulation_steps = 1  # micro-batches per step, all processes together
-batch_size = 12             # rows per micro-batch; a step's tokens: gradient_accumulation_steps x batch_size x
-                            # block_size
-curriculum = False          # chat data: the first epoch goes from easy to hard examples (gsm_synth steps, else reply
-                            # length)
-group_by_length = False     # chat data: a row holds one example, a batch examples of one length band, padded to its
-                            # end (a multiple of 32), ~batch_size * block_size tokens; a band drawn in proportion to
-                            # its examples x its length (every example as often); else whole examples packed
+batch_size = 12             # rows per micro-batch (a step: gradient_accumulation_steps x batch_size x block_size)
+curriculum = False          # chat data: the first epoch from easy to hard examples (gsm_synth steps, else length)
+group_by_length = False     # chat data: a row one example, a batch ~batch_size * block_size tokens of one length
+                            # band (drawn in proportion to its tokens: every example as often); else examples packed
 block_size = 256            # tokens per row (the model's context)
 # model
 model_type = 'llama'        # 'llama' (model_llama.py) | 'rwkv7' (model_rwkv7.py)
@@ -107,16 +90,14 @@ tie_embeddings = True
 qkv_bias = False
 dropout = 0.0
 vocab_size = 0              # 0 = the data's vocabulary rounded up to a multiple of 64
-head_size = 64              # rwkv7: N, the WKV head size (n_head = n_embd / head_size; n_head is for llama); the
-                            # LoRA ranks of the time mixing follow the official formula
+head_size = 64              # rwkv7: N, the WKV head size (n_embd / head_size heads; n_head is for llama)
 dim_ffn = 0                 # rwkv7: channel-mix width, 0 = 4 * n_embd
 wkv_impl = 'chunked'        # rwkv7: 'chunked' (matmuls per chunk) | 'naive' (per-step loop, the reference)
 chunk_len = 32              # rwkv7: chunk length of the chunked WKV
 # optimizer
-optim = 'adamw'             # 'adamw' (torch) | 'adamw8bit' | 'paged_adamw8bit' (bitsandbytes 8-bit moments, ~2 bytes of
-                            # state per parameter) | 'muon' (Muon on the blocks' matrices, AdamW on embedding, head,
-                            # norms and RWKV's small tensors; one learning_rate, Muon's update scaled to AdamW's RMS;
-                            # not with LoRA or FSDP: optim.py)
+optim = 'adamw'             # 'adamw' | 'adamw8bit' | 'paged_adamw8bit' (bitsandbytes: ~2 bytes of state per weight) |
+                            # 'muon' (Muon on the blocks' matrices, AdamW on the rest, one learning_rate; not with
+                            # LoRA or FSDP: optim.py)
 muon_targets = ''           # optim='muon': fnmatch patterns of the Linear layers Muon trains ('*.mlp.*': Llama's MLP,
                             # '*.ffn.*': RWKV's channel mixing; the rest go to AdamW); '' = all
 learning_rate = 6e-4        # peak, after linear warmup; decays to min_lr at lr_decay_iters
@@ -157,27 +138,18 @@ def fail(msg):
 
 
 def leave(code):
-    """Exit with status code (a failure: without the out_dir this run made, if it wrote no checkpoint). Under
-    torchrun the process group is destroyed first and the process then leaves at once (os._exit, after the logs are
-    flushed): in a normal interpreter exit, gloo's worker threads may still be freeing the last collective's tensors,
-    which aborts the process (SIGABRT, about 1 run in 10 on a busy CPU, torch 2.13)."""
+    """Exit with status code (a failure: without the out_dir this run made, if it wrote no checkpoint)."""
     if code:
         drop_new_out_dir()
-    if not torch.distributed.is_initialized():
-        sys.exit(code)
-    torch.distributed.destroy_process_group()
-    if wandb_log and 'wandb' in globals():
+    if wandb_log and 'wandb' in globals() and torch.distributed.is_initialized():  # else its atexit finishes it
         wandb.finish(exit_code=code)
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)
+    parallel.leave(code)  # under torchrun at once, after the process group is gone
 
 
 def drop_new_out_dir():
     """A run that fails before its first checkpoint leaves no out_dir it created (rank 0 made it)."""
-    if globals().get('made_out_dir') and os.path.isdir(out_dir) and \
-            not any(f.endswith('.pt') for f in os.listdir(out_dir)):
-        shutil.rmtree(out_dir, ignore_errors=True)
+    if globals().get('made_out_dir'):
+        drop_run_dir(out_dir)
 
 
 def on_uncaught(kind, e, tb):
@@ -196,84 +168,20 @@ def on_uncaught(kind, e, tb):
 sys.excepthook = on_uncaught
 try:
     config = configure(globals())  # its first line: the threads, and the keys that differ from the defaults
-    # test hooks (test_train.py): a pause in each write of ckpt.pt before the rename; NaN losses at these iterations
-    # (once each: after a rollback they train)
-    _save_pause = float(os.environ.get('TRAIN_SAVE_PAUSE', 0))
-    _nan_iters = {int(i) for i in os.environ.get('TRAIN_NAN_ITERS', '').split(',') if i}
-    ddp = 'RANK' in os.environ  # launched by torchrun: one process per GPU (or per share of the CPU cores)
-    ddp_rank, ddp_local_rank, ddp_world_size = (int(os.environ[k]) for k in ('RANK', 'LOCAL_RANK', 'WORLD_SIZE')) \
-        if ddp else (0, 0, 1)
+    ddp, ddp_rank, ddp_local_rank, ddp_world_size = parallel.ranks()  # torchrun: a process per GPU or CPU share
     master_process = ddp_rank == 0
     device = pick_device(device)
+    device = parallel.local_device(device, ddp_local_rank) if ddp else device  # one GPU per process
     device_type = device.split(':')[0]
-    if ddp and gradient_accumulation_steps % ddp_world_size:
-        raise ConfigError(f"gradient_accumulation_steps ({gradient_accumulation_steps}) must be a multiple of the "
-                          f"number of processes ({ddp_world_size}): each runs an equal share of the micro-batches")
-    if ddp and device_type == 'mps':
-        raise ConfigError("DDP runs on CUDA GPUs (NCCL) or on the CPU (gloo), not on MPS: use --device=cpu")
-    if fsdp and not ddp:
-        raise ConfigError("fsdp=True shards the model across the processes of torchrun: launch it with torchrun "
-                          "--standalone --nproc_per_node=N train.py ...")
-    if fsdp and (lora_r or qlora):
-        raise ConfigError("fsdp=True is for full fine-tuning; LoRA/QLoRA runs train few weights: use DDP (fsdp=False)")
-    if ddp and device_type == 'cuda':  # one GPU per process, whatever cuda:N was asked for
-        if ddp_local_rank >= torch.cuda.device_count():
-            raise ConfigError(f"local rank {ddp_local_rank} has no GPU: this node has {torch.cuda.device_count()}; "
-                              f"use --nproc_per_node={torch.cuda.device_count()} at most")
-        device = f'cuda:{ddp_local_rank}'
-    if dtype == 'auto':  # bf16 where the GPU has it natively (Ampere and later), fp16 + GradScaler before
-        dtype = ('bfloat16' if torch.cuda.is_bf16_supported(including_emulation=False) else 'float16') \
-            if device_type == 'cuda' else 'float32'
-    if dtype not in ('float32', 'bfloat16', 'float16'):
-        raise ConfigError(f"dtype must be auto, float32, bfloat16 or float16, not '{dtype}'")
-    if fsdp and dtype == 'float16':  # a GradScaler would see only this rank's shard of the gradients
-        raise ConfigError("fsdp=True trains in bfloat16 or float32, not float16: set --dtype=bfloat16 or float32")
-    if nan_rollback < 0 or not 0 < nan_lr_factor <= 1:
-        raise ConfigError(f"need nan_rollback >= 0 (got {nan_rollback}), 0 < nan_lr_factor <= 1 (got {nan_lr_factor})")
-    if lr_schedule not in ('cosine', 'linear'):
-        raise ConfigError(f"lr_schedule must be 'cosine' or 'linear', not '{lr_schedule}'")
-    if init_from not in ('scratch', 'resume') and not init_from.startswith(PRETRAINED) and not os.path.isdir(init_from):
-        raise ConfigError(f"init_from must be 'scratch', 'resume', 'rwkv:<file.pth>', 'hf:<folder or hub id>', "
-                          f"'llama2c:<file.bin>' or a run's out_dir, not '{init_from}' (no such folder)")
-    if model_type not in ('llama', 'rwkv7'):
-        raise ConfigError(f"model_type must be 'llama' or 'rwkv7', not '{model_type}'")
-    if init_from.startswith('rwkv:') and model_type != 'rwkv7':
-        raise ConfigError(f"init_from='{init_from}' loads an RWKV-7 checkpoint: set --model_type=rwkv7")
-    if init_from.startswith(('hf:', 'llama2c:')) and model_type != 'llama':
-        raise ConfigError(f"init_from='{init_from}' loads a Llama-family model: set --model_type=llama")
-    if lora_r < 0 or not 0 <= lora_dropout < 1:
-        raise ConfigError(f"need lora_r >= 0 (0 = off; got {lora_r}) and 0 <= lora_dropout < 1 (got {lora_dropout})")
-    if qlora and not lora_r:
-        raise ConfigError("qlora=True quantizes the frozen base under LoRA adapters: set lora_r (e.g. --lora_r=16)")
-    if optim not in ('adamw', 'adamw8bit', 'paged_adamw8bit', 'muon'):
-        raise ConfigError(f"optim must be 'adamw', 'adamw8bit', 'paged_adamw8bit' or 'muon', not '{optim}'")
-    if optim == 'muon' and (lora_r or fsdp):
-        raise ConfigError("optim='muon' trains full weight matrices without FSDP: use --optim=adamw with "
-                          + ("--lora_r" if lora_r else "--fsdp=True"))
-    if keep_last < 0:
-        raise ConfigError(f"keep_last must be 0 (off) or more, got {keep_last}")
-    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
-        raise ConfigError(f"out_dir '{out_dir}' is a file, not a folder: choose another --out_dir")
-    for k in ('batch_size', 'block_size', 'gradient_accumulation_steps', 'eval_interval', 'eval_iters',
-              'log_interval', 'max_bad_steps'):
-        if globals()[k] < 1:
-            raise ConfigError(f"{k} must be at least 1, got {globals()[k]}")
-    if decay_lr and not warmup_iters <= lr_decay_iters:
-        raise ConfigError(f"warmup_iters ({warmup_iters}) must not exceed lr_decay_iters ({lr_decay_iters})")
-    if wandb_log:
-        try:
-            import wandb
-        except ImportError:
-            raise ConfigError("wandb_log=True needs wandb: pip install wandb (or leave wandb_log off)") from None
+    dtype = pick_dtype(dtype, device_type)
+    check_train_config(dict(config, device=device, dtype=dtype), ddp, ddp_world_size)
     meta = load_meta(data_dir)
     tok = get_tokenizer(meta['tokenizer'], data_dir)
 except (ConfigError, DataError, FileNotFoundError, ValueError) as e:  # ValueError: an unusable tokenizer spec
     fail(str(e))
 
 if ddp:
-    if device_type == 'cuda':
-        torch.cuda.set_device(device)
-    torch.distributed.init_process_group(backend='nccl' if device_type == 'cuda' else 'gloo')
+    parallel.init(device)
 micro_steps = gradient_accumulation_steps // ddp_world_size  # this process's share of each step's micro-batches
 torch.manual_seed(seed)  # the same on every rank: they build the same model
 random.seed(seed)
@@ -288,105 +196,10 @@ print(f"tokens per iteration: {tokens_per_iter:,} ({gradient_accumulation_steps}
       f"device {device}, dtype {dtype}" + (f", {ddp_world_size} processes" if ddp else ''))
 
 # ---------------------------------------------------------------------------- model
-from model_llama import PRESETS  # noqa: E402
-
-
-def load_checkpoint(path):
-    """A checkpoint written by train.py, as a dict (checkpoint.read_checkpoint); exits with a clear error for a
-    damaged or foreign file."""
-    try:
-        ck = read_checkpoint(path, hint="; with keep_last, an older ckpt_<iter>.pt copied over it resumes from there")
-    except CheckpointError as e:
-        fail(str(e))
-    if 'iter_num' not in ck:
-        fail(f"{path} is not a train.py checkpoint (no iter_num)")
-    return ck
-
-
-checkpoint = None   # the run to resume
-lora_run = None     # a resumed LoRA run's adapter settings and base reference
-base = None         # the weights to start from: another run's checkpoint
-if init_from == 'resume':
-    ckpt_path = os.path.join(out_dir, 'ckpt.pt')
-    if not os.path.isfile(ckpt_path):
-        fail(f"init_from='resume' but {ckpt_path} does not exist: train from scratch first or fix --out_dir")
-    checkpoint = load_checkpoint(ckpt_path)
-    if checkpoint.get('model_type') != model_type:
-        fail(f"{ckpt_path} holds a '{checkpoint.get('model_type')}' model, not '{model_type}': set --model_type")
-    model_args = checkpoint['model_args']
-    if checkpoint['tokenizer']['spec'] != tok.spec or checkpoint['tokenizer']['blob'] != tok.blob:
-        fail(f"{ckpt_path} was trained with tokenizer '{checkpoint['tokenizer']['spec']}', but {data_dir} holds data "
-             f"tokenized with '{tok.spec}': resume on the run's own data_dir")
-    if checkpoint['config'].get('optim', 'adamw') != optim:
-        fail(f"{ckpt_path} was trained with optim='{checkpoint['config'].get('optim', 'adamw')}': resume with it")
-    if optim == 'muon' and checkpoint['config'].get('muon_targets', '') != muon_targets:  # they shape its state
-        fail(f"{ckpt_path} was trained with muon_targets='{checkpoint['config'].get('muon_targets', '')}': "
-             "resume with it")
-    lora_run = checkpoint.get('lora')
-    if lora_run and fsdp:
-        fail(f"{ckpt_path} is a LoRA run: resume it without fsdp (DDP)")
-    if lora_run is None and lora_r:
-        fail(f"{ckpt_path} is a full-training checkpoint: to LoRA-fine-tune it, start a new run with "
-             f"--init_from={out_dir} and another --out_dir")
-    print("resuming: the model's shape comes from the checkpoint; shape keys given now are ignored"
-          + ("; so do the LoRA settings and the base model" if lora_run else ''))
-base_from = lora_run['base']['init_from'] if lora_run else init_from
-pretrained = None  # a model built by its own loader: rwkv:, hf:, llama2c:
-padded_vocab = 64 * math.ceil(meta['vocab_size'] / 64)  # room for our specials, and faster matmuls
-if base_from not in ('scratch', 'resume'):
-    try:  # a LoRA run's base is the file it was trained on
-        pretrained, base, what = load_base(
-            base_from, model_type, tok, data_dir, lora_run['base']['file'] if lora_run else None,
-            block_size=block_size, dropout=dropout, vocab_size=padded_vocab, wkv_impl=wkv_impl, chunk_len=chunk_len)
-    except CheckpointError as e:
-        fail(str(e))
-    if not lora_run:
-        model_args = base['model_args'] if base else dataclasses.asdict(pretrained.config)
-    print(what + ("; a fresh optimizer" if base and init_from != 'resume' else ''))
-if base_from == 'scratch' and init_from != 'resume':  # a new model of the shape keys
-    model_args = dict(block_size=block_size, dropout=dropout, vocab_size=vocab_size or padded_vocab)
-    if model_type == 'rwkv7':
-        model_args.update(n_layer=n_layer, n_embd=n_embd, head_size=head_size, dim_ffn=dim_ffn)
-    else:
-        if preset and preset not in PRESETS:
-            fail(f"unknown preset '{preset}': choose one of {', '.join(PRESETS)}")
-        model_args.update(PRESETS[preset] if preset else dict(n_layer=n_layer, n_head=n_head, n_kv_head=n_kv_head,
-                                                                n_embd=n_embd),
-                          intermediate_size=intermediate_size, rope_theta=rope_theta, norm_eps=norm_eps,
-                          tie_embeddings=tie_embeddings, qkv_bias=qkv_bias)
-if model_args['vocab_size'] < meta['vocab_size']:
-    fail(f"vocab_size {model_args['vocab_size']} is smaller than the tokenizer's {meta['vocab_size']} ({data_dir}): "
-         f"leave vocab_size=0 to size it from the data")
-if block_size > model_args['block_size']:
-    fail(f"block_size {block_size} is longer than the model's context of {model_args['block_size']} tokens: set "
-         f"--block_size={model_args['block_size']} or less")
-if model_type == 'rwkv7':  # the WKV implementation is a run-time choice, also on resume
-    model_args.update(wkv_impl=wkv_impl, chunk_len=chunk_len)
-try:
-    Model, Config = model_class(model_type)
-    model = pretrained if pretrained is not None else Model(Config(**model_args))
-except (ValueError, ZeroDivisionError) as e:
-    fail(f"bad model shape: {e}")
-model_args = dataclasses.asdict(model.config)  # with derived values (intermediate_size, LoRA ranks) filled in
-if base is not None:
-    model.load_state_dict(base['model'])
-elif checkpoint is not None and lora_run is None:
-    model.load_state_dict(checkpoint['model'])
-print(f"model: {model.get_num_params() / 1e6:.2f}M parameters, {json.dumps(model_args)}")
-
-lora_info = None  # a LoRA run: its settings and base reference, written into its checkpoints
-if lora_r or lora_run:
-    from lora import DEFAULT_TARGETS, LoRAError, load_lora_state_dict, lora_state_dict, merged_state_dict, \
-        save_adapter, setup_lora
-    lora_info = lora_run or dict(
-        r=lora_r, alpha=lora_alpha, dropout=lora_dropout, rslora=rslora, qlora=qlora,
-        targets=[t.strip() for t in lora_targets.split(',') if t.strip()] or DEFAULT_TARGETS[model_type],
-        base=dict(init_from=init_from, file=os.path.basename(base['path']) if base else None, fingerprint=None))
-    try:
-        print(setup_lora(model, lora_info, checkpoint['model'] if lora_run else None))
-    except LoRAError as e:
-        fail(str(e))
-base = None  # free memory
+try:  # resume, another run, a pretrained model or a new one (checkpoint.py), on the CPU; LoRA adapters on it
+    model, model_args, checkpoint, lora_info = start_model(config, tok, meta['vocab_size'])  # lora_info: LoRA runs
+except CheckpointError as e:
+    fail(str(e))
 model.grad_checkpoint = grad_checkpoint
 if lora_info is not None and lora_info['qlora']:
     from qlora import quantize_model, quantized_bytes
@@ -398,14 +211,8 @@ if lora_info is not None and lora_info['qlora']:
     print(f"QLoRA: {n_q} linear layers in NF4, {nbytes / 2**20:.2f} MiB for {nweights:,} weights "
           f"({nbytes / nweights:.3f} bytes/weight); embeddings, norms and head in {dtype}"
           + ("; best.pt: the dequantized base with the adapters merged, fp32" if merge_lora_on_save else ''))
-elif fsdp:  # each block a unit of its own (all-gathered only for its forward and backward), then the rest
-    import torch.distributed.checkpoint.state_dict as dsd
-    from torch.distributed.fsdp import fully_shard
-    mesh = torch.distributed.device_mesh.init_device_mesh(device_type, (ddp_world_size,))
-    for block in model.layers if model_type == 'llama' else model.blocks:
-        fully_shard(block, mesh=mesh)  # moves the block to the device, keeps this rank's shard
-    fully_shard(model, mesh=mesh)
-    FULL = dsd.StateDictOptions(full_state_dict=True, cpu_offload=True)  # checkpoints: full tensors, as without FSDP
+elif fsdp:  # each block a unit of its own, then the rest (parallel.py); moved to the device, this rank's shard
+    parallel.shard(model, model.layers if model_type == 'llama' else model.blocks, device_type, ddp_world_size)
 else:
     model.to(device)
 
@@ -424,30 +231,18 @@ raw_model = model
 iter_num, best_val_loss, loss_acc, n_acc, lr_factor, rollbacks = 0, float('inf'), 0.0, 0, 1.0, 0
 if ddp_rank > 0:
     torch.manual_seed(seed + ddp_rank)  # its own dropout masks; rank 0 goes on with the stream of a single process
-if fsdp:  # ckpt.pt keys the optimizer state by index, as optimizer.state_dict() does; the full state dict API by name
-    names = {p: n for n, p in raw_model.named_parameters()}
-    names = [names[p] for g in optimizer.param_groups for p in g['params']]
-
-
-def rekey(osd, keys):
-    """An optimizer state dict with its parameter keys mapped through keys (index -> name or name -> index)."""
-    return {'state': {keys[k]: v for k, v in osd['state'].items()},
-            'param_groups': [dict(g, params=[keys[k] for k in g['params']]) for g in osd['param_groups']]}
 
 
 def restore(ck, weights=False):
     """Put the run back where checkpoint ck was written: optimizer, scaler, iteration, best val loss, log window, LR
     factor and every RNG state; with weights also the model's weights."""
     global iter_num, best_val_loss, loss_acc, n_acc, lr_factor
-    if weights:  # a NaN rollback; at start-up they are loaded before LoRA and sharding
-        if lora_info is not None:
-            load_lora_state_dict(raw_model, ck['model'])
-        elif fsdp:
-            dsd.set_model_state_dict(raw_model, ck['model'], options=FULL)
-        else:
-            raw_model.load_state_dict(ck['model'])
-    if fsdp:
-        dsd.set_optimizer_state_dict(raw_model, optimizer, rekey(ck['optimizer'], names), options=FULL)
+    if weights and lora_info is not None:  # a NaN rollback; at start-up they are loaded before LoRA and sharding
+        load_lora_state_dict(raw_model, ck['model'])
+    elif weights and not fsdp:
+        raw_model.load_state_dict(ck['model'])
+    if fsdp:  # the full tensors into the shards
+        parallel.load_full_state(raw_model, optimizer, ck, weights)
     else:
         optimizer.load_state_dict(ck['optimizer'])
     if scaler.is_enabled() and ck['scaler']:  # an fp32/bf16 run has no scaler state
@@ -462,7 +257,7 @@ def restore(ck, weights=False):
 
 if checkpoint is not None:
     restore(checkpoint)
-    print(f"resuming from {ckpt_path} at iteration {iter_num} (best val loss {best_val_loss:.4f})"
+    print(f"resuming from {out_dir}/ckpt.pt at iteration {iter_num} (best val loss {best_val_loss:.4f})"
           + (f", learning rate x{lr_factor:g} after NaN rollbacks" if lr_factor != 1 else ''))
 checkpoint = None  # free memory
 on_disk = {'ckpt.pt': iter_num} if init_from == 'resume' else {}  # the iteration of each file this run has written
@@ -517,25 +312,13 @@ def get_lr(it):
 
 
 def save(name, with_state):
-    """Write out_dir/name atomically (a temp file, fsync, rename) on rank 0; every rank calls it, with_state hands in
-    its RNG state. with_state adds what resume needs, and with keep_last the file is also kept as ckpt_<iter>.pt. A
-    LoRA run writes its adapters and base reference (key 'lora') with state, else the merged model (a plain state
-    dict); an FSDP run the gathered full tensors (the same file). A failed write (a full disk) removes the temp file,
-    leaves the previous file as it was and stops the run."""
-    rng, error = None, None
-    if with_state:  # every rank's torch RNG (their dropout masks differ); the rest is the same on all ranks
-        rng = rng_state(sampler, device, ddp)
-    if fsdp:  # every rank takes part in gathering the full tensors onto rank 0's CPU
-        weights = dsd.get_model_state_dict(raw_model, options=FULL)
-        opt_state = dsd.get_optimizer_state_dict(raw_model, optimizer, options=FULL) if with_state else None
+    """Write out_dir/name (checkpoint.save_run_file: atomic) on rank 0; every rank calls it. with_state adds what
+    resume needs (a LoRA run: its adapters and base reference), else the model alone (a LoRA run: merged). A failed
+    write (a full disk) stops the run, the previous file kept as it was."""
+    rng = rng_state(sampler, device, ddp) if with_state else None  # every rank's RNG (their dropout masks differ)
+    error, (weights, opt_state) = None, (parallel.full_state(raw_model, optimizer if with_state else None) if fsdp
+                                         else (raw_model.state_dict(), optimizer.state_dict() if with_state else None))
     if master_process:
-        if fsdp:  # as without FSDP: tied weights one tensor (half the file for a big vocab), optimizer keyed by index
-            first = {}
-            for n, p in raw_model.named_parameters(remove_duplicate=False):
-                weights[n] = weights[first.setdefault(p, n)]
-            opt_state = opt_state and rekey(opt_state, {n: i for i, n in enumerate(names)})
-        else:
-            weights, opt_state = raw_model.state_dict(), optimizer.state_dict() if with_state else None
         if lora_info is not None:
             weights = lora_state_dict(raw_model) if with_state else merged_state_dict(raw_model)
         ckpt = {'model': weights, 'model_type': model_type, 'model_args': model_args, 'config': config,
@@ -545,23 +328,10 @@ def save(name, with_state):
         if with_state:
             ckpt.update(optimizer=opt_state, scaler=scaler.state_dict(), rng=rng, log_acc=(loss_acc, n_acc),
                         lr_factor=lr_factor)
-        path = os.path.join(out_dir, name)
         try:
-            atomic_save(ckpt, path, pause=_save_pause if name == 'ckpt.pt' else 0)
-            with open(os.path.join(out_dir, 'config.json.tmp'), 'w') as f:  # the config of the checkpoints beside it
-                json.dump(config, f, indent=2)
-            os.replace(os.path.join(out_dir, 'config.json.tmp'), os.path.join(out_dir, 'config.json'))
-        except (OSError, RuntimeError) as e:  # torch.save reports a failed write as either
-            if os.path.lexists(os.path.join(out_dir, 'config.json.tmp')):
-                os.remove(os.path.join(out_dir, 'config.json.tmp'))
-            full = any(getattr(x, 'errno', None) == errno.ENOSPC for x in (e, e.__context__, e.__cause__))
-            error = (f"{'the disk is full' if full else 'cannot write'} while saving {path} "
-                     f"({str(e).splitlines()[0]}): removed the partial {path}.tmp; "
-                     + (f"the previous {path} (iteration {on_disk[name]}) is kept as it was" if name in on_disk
-                        else f"no earlier {name} of this run") + ". Free some space and resume with --init_from=resume")
-        else:
-            if with_state and keep_last:
-                keep_checkpoints(path, iter_num, keep_last)
+            save_run_file(ckpt, out_dir, name, config, keep_last if with_state else 0, on_disk.get(name))
+        except CheckpointError as e:
+            error = str(e)
     if ddp:
         box = [error]
         torch.distributed.broadcast_object_list(box, src=0)
@@ -571,13 +341,12 @@ def save(name, with_state):
     on_disk[name] = iter_num
 
 
-def log(record):
-    if not master_process:
-        return
-    with open(os.path.join(out_dir, 'log.jsonl'), 'a') as f:
-        f.write(json.dumps(record) + '\n')
-    if wandb_log:
-        wandb.log(record)
+def log(record):  # rank 0: a line of out_dir/log.jsonl (and wandb)
+    if master_process:
+        with open(os.path.join(out_dir, 'log.jsonl'), 'a') as f:
+            f.write(json.dumps(record) + '\n')
+        if wandb_log:
+            wandb.log(record)
 
 
 if eval_only:
@@ -594,14 +363,12 @@ if eval_only:
         torch.distributed.barrier()
     leave(0)
 if master_process:
-    made_out_dir = not os.path.isdir(out_dir)  # removed again if the run dies before its first checkpoint
     try:
-        os.makedirs(out_dir, exist_ok=True)
-        if not os.access(out_dir, os.W_OK):
-            raise PermissionError("not writable")
-    except OSError as e:
-        fail(f"cannot write into out_dir '{out_dir}': {e}")
+        made_out_dir = make_out_dir(out_dir)  # removed again if the run dies before its first checkpoint
+    except CheckpointError as e:
+        fail(str(e))
     if wandb_log:
+        import wandb
         wandb.init(project=wandb_project, name=wandb_run_name, config=config)
 
 # Ctrl-C or SIGTERM (torchrun passes them on): finish the current iteration, save, exit. A second one stops at once.
@@ -616,8 +383,8 @@ def request_stop(signum, frame):
     print("\nstopping: saving a checkpoint at the end of this iteration (Ctrl-C again to quit now)")
 
 
-signal.signal(signal.SIGINT, request_stop)
-signal.signal(signal.SIGTERM, request_stop)
+for sig in (signal.SIGINT, signal.SIGTERM):
+    signal.signal(sig, request_stop)
 
 # ---------------------------------------------------------------------------- the loop
 start_iter, t_start, t0, last_log, bad_steps, truncated_all = iter_num, time.time(), time.time(), iter_num, 0, 0
@@ -670,11 +437,8 @@ while True:
         with ctx:
             logits, loss = model(X, Y)  # chat data: with no supervised token in the micro-batch the mean is NaN
             loss = loss * (n / total) if n else logits.sum() * 0.0  # and it adds nothing (the backward still runs)
-            if iter_num in _nan_iters:
-                loss = loss * float('nan')
         scaler.scale(loss * ddp_world_size).backward()  # DDP, FSDP average the ranks' gradients; we want a sum
         step_loss += loss.detach()
-    _nan_iters.discard(iter_num)
     stats = torch.stack([step_loss, torch.tensor(float(stop_signal), device=device),
                          torch.tensor(float(data.truncated), device=device)])
     if ddp:  # the step's loss over all ranks; whether any rank was asked to stop
@@ -696,7 +460,7 @@ while True:
         log({'iter': iter_num, 'skipped': 'non-finite loss or gradient', 'bad_steps_in_a_row': bad_steps})
         if bad_steps >= max_bad_steps and rollbacks < nan_rollback and 'ckpt.pt' in on_disk:
             rollbacks, factor, bad_at = rollbacks + 1, lr_factor * nan_lr_factor, iter_num
-            restore(load_checkpoint(os.path.join(out_dir, 'ckpt.pt')), weights=True)  # also the data position
+            restore(read_train_state(os.path.join(out_dir, 'ckpt.pt')), weights=True)  # also the data position
             lr_factor, bad_steps, t0, last_log = factor, 0, time.time(), iter_num
             print(f"iter {bad_at}: {max_bad_steps} non-finite steps in a row: rolled back to {out_dir}/ckpt.pt "
                   f"(iteration {iter_num}), learning rate now x{lr_factor:g} (rollback {rollbacks} of {nan_rollback})")
