@@ -227,17 +227,25 @@ def complete(model, tok, prompts, stop_ids, stop_strs=(), temp=0.0, gen=None):
 
 
 def fit(model, ids):
-    """The last tokens of ids that leave max_new_tokens of room in a Llama's context (RWKV-7 has no limit): few-shot
-    prompts are truncated on the left as lm-eval does; a chat prompt keeps at least half the context (a long reply
-    then runs past block_size, see Llama.generate_stream), so the question is never cut for room."""
+    """The last tokens of a few-shot prompt's ids that leave max_new_tokens of room in a Llama's context (truncated on
+    the left as lm-eval does; RWKV-7 has no limit). Raises ConfigError when no room is left."""
     if not hasattr(model, 'layers'):
         return ids
     L = model.config.block_size
-    if prompt != 'fewshot':
-        return ids[-max(L - max_new_tokens, L // 2):]
     if L <= max_new_tokens:
         raise ConfigError(f"max_new_tokens ({max_new_tokens}) leaves no room for a prompt in block_size {L}: lower it")
     return ids[-(L - max_new_tokens):]
+
+
+def chat_ids(model, tok, question):
+    """The chat prompt of question (chat.prompt), cut as sample.py cuts it (chat.fit_prompt: the system prompt stays,
+    the question's start goes) to a Llama's context less max_new_tokens, but never below half the context (a long
+    reply then runs past block_size, see Llama.generate_stream). RWKV-7 has no limit. Returns (ids, whether cut)."""
+    if not hasattr(model, 'layers'):
+        return chat.prompt(tok, question), False
+    L = model.config.block_size
+    ids, note = chat.fit_prompt(tok, question, max(L - max_new_tokens, L // 2))
+    return ids, note is not None
 
 
 def bench_eval(kind):
@@ -264,14 +272,17 @@ def bench_eval(kind):
     scoring = 'custom' if kind == 'custom' else fewshot_task if prompt == 'fewshot' else 'gsm8k'
     figures = ('match',) if kind == 'custom' else FIGURES
     if prompt == 'chat':
-        ids = [chat.prompt(tok, p['question']) for p in problems]
+        ids, cut = zip(*[chat_ids(model, tok, p['question']) for p in problems])
         texts, stop_strs = [tok.decode(i) for i in ids], []
+        if any(cut):
+            print(f"note: {sum(cut)} of {len(cut)} questions cut at the start to fit the model's context",
+                  file=sys.stderr)
     else:
         texts, stop_strs = fewshot_texts(problems, train_docs, fewshot_task), STOPS[fewshot_task]
         ids = [[doc_start(tok)] + tok.encode(t, special=False) for t in texts]
-    fitted = [fit(model, i) for i in ids]
-    texts = [t if len(f) == len(i) else tok.decode(f) for t, f, i in zip(texts, fitted, ids)]  # what the model saw
-    ids = fitted
+        fitted = [fit(model, i) for i in ids]
+        texts = [t if len(f) == len(i) else tok.decode(f) for t, f, i in zip(texts, fitted, ids)]  # what it saw
+        ids = fitted
     stop_ids = sorted({tok.eot_id, tok.special['<|im_end|>']})
     gen = torch.Generator(device=device).manual_seed(seed)
     name = f"{kind}_{prompt}{'_cot' if prompt == 'fewshot' and fewshot_task == 'gsm8k_cot' else ''}" + \
@@ -334,7 +345,7 @@ def bench_distill():
     with open(path, 'w', encoding='utf-8') as f:
         for i in tqdm(range(0, len(problems), per), desc='distill', file=sys.stderr):
             chunk = problems[i:i + per]
-            outs = complete(model, tok, [fit(model, chat.prompt(tok, p['question'])) for p in chunk
+            outs = complete(model, tok, [chat_ids(model, tok, p['question'])[0] for p in chunk
                                          for _ in range(num_samples)], stop_ids, (), temperature, gen)
             for j, p in enumerate(chunk):
                 gold = chat.gsm8k_parts(p['answer'])[1] if '####' in p['answer'] else p['answer']

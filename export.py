@@ -13,6 +13,7 @@ best.pt), or with --peft as the unmerged base plus the adapters in PEFT's layout
 export: transformers has no RWKV-7 counterpart here.
 """
 
+import copy
 import os
 import sys
 
@@ -74,13 +75,14 @@ def export_peft(run_dir, out_dir):
         raise LoRAError(f"the base '{src}' is not the one {run_dir} was trained on (fingerprint "
                         f"{base_fingerprint(model)}, the run's {info['base']['fingerprint']}): it changed since")
     base_dir, adapter = os.path.join(out_dir, 'base'), os.path.join(run_dir, 'adapter.safetensors')
-    export_hf(model, base_dir, hf_files(ck['tokenizer']))
+    tuned = copy.deepcopy(model)  # the adapters go on a copy, read before anything is written: a bad one writes nothing
     if os.path.isfile(adapter):
-        load_adapter(adapter, model)
+        load_adapter(adapter, tuned)
     else:
-        apply_lora(model, info['targets'], info['r'], info['alpha'], info['dropout'], info['rslora'])
-        load_lora_state_dict(model, ck['model'])
-    return base_dir, save_peft(os.path.join(out_dir, 'adapter'), model, os.path.abspath(base_dir))
+        apply_lora(tuned, info['targets'], info['r'], info['alpha'], info['dropout'], info['rslora'])
+        load_lora_state_dict(tuned, ck['model'])
+    export_hf(model, base_dir, hf_files(ck['tokenizer']))
+    return base_dir, save_peft(os.path.join(out_dir, 'adapter'), tuned, os.path.abspath(base_dir))
 
 
 def export(source, out, peft=False):

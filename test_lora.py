@@ -11,6 +11,7 @@ import dataclasses
 import json
 import math
 import os
+import shutil
 import sys
 
 import pytest
@@ -392,7 +393,7 @@ def test_train_lora_from_a_run_and_resume_exactly(data_dir):
     # as a Hugging Face base + PEFT adapter (python export.py run folder --peft): read back by PEFT's names, it is best.pt
     p = run('export.py', 'lora', 'hf', '--peft', cwd=data_dir, check=False, timeout=120)
     assert p.returncode == 0, p.stderr
-    from safetensors.torch import load_file
+    from safetensors.torch import load_file, save_file
     back = Llama.from_pretrained(str(data_dir / 'hf' / 'base'))
     c = json.load(open(data_dir / 'hf' / 'adapter' / 'adapter_config.json'))
     assert c['base_model_name_or_path'] == str(data_dir / 'hf' / 'base') and c['lora_dropout'] == 0.1
@@ -404,6 +405,12 @@ def test_train_lora_from_a_run_and_resume_exactly(data_dir):
             m.lora_B.copy_(sd.pop(f'base_model.model.model.{n}.lora_B.weight'))
     assert not sd
     torch.testing.assert_close(back.eval()(tokens())[0], plain(tokens())[0], atol=1e-5, rtol=1e-5)
+    # an adapter file that does not load: a one-line error, and nothing written (no base folder without its adapter)
+    shutil.copytree(data_dir / 'lora', data_dir / 'lora_bad')
+    save_file({'x': torch.zeros(2)}, str(data_dir / 'lora_bad' / 'adapter.safetensors'))
+    p = run('export.py', 'lora_bad', 'hf-bad', '--peft', cwd=data_dir, check=False, timeout=120)
+    assert p.returncode == 1 and 'is not an adapter file' in p.stderr and p.stderr.count('\n') == 1, p.stderr
+    assert not os.path.exists(data_dir / 'hf-bad')
 
 
 @needs_bnb
