@@ -169,8 +169,8 @@ def rng_state(sampler, device, ddp=False):
 
 def set_rng_state(rng, sampler, device, rank=0, world_size=1):
     """Put back what rng_state captured: the sampler's, Python's and numpy's state, and the torch generators of
-    process `rank` when the checkpoint has one for it. Returns the number of processes that wrote it (when it differs
-    from world_size, the data order goes on exactly but dropout masks differ from an unbroken run's)."""
+    process `rank` when the checkpoint has one for it. Returns the number of processes that wrote it; when it differs
+    from world_size, prints a note: the data order goes on exactly, dropout masks differ from an unbroken run's."""
     import random
     import numpy as np
     sampler.set_state(rng['sampler'])  # the same on every rank: the data order does not depend on the world size
@@ -184,6 +184,9 @@ def set_rng_state(rng, sampler, device, rank=0, world_size=1):
             torch.cuda.set_rng_state(saved[rank]['cuda'], device)
         if kind == 'mps' and saved[rank].get('mps') is not None:
             torch.mps.set_rng_state(saved[rank]['mps'])
+    if len(saved) != world_size:
+        print(f"note: the checkpoint was written by {len(saved)} process(es), this run has {world_size}: the data "
+              f"order goes on exactly, dropout masks differ from those of an unbroken run")
     return len(saved)
 
 
@@ -354,6 +357,8 @@ def make_out_dir(out_dir):
         if not os.access(out_dir, os.W_OK):
             raise PermissionError("not writable")
     except OSError as e:
+        if made and os.path.isdir(out_dir):
+            os.rmdir(out_dir)
         raise CheckpointError(f"cannot write into out_dir '{out_dir}': {e}") from None
     return made
 

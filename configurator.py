@@ -18,7 +18,7 @@ another script's defaults read from its source (script_defaults: bench.py's --co
 
 import ast
 import difflib
-import importlib.util
+import importlib
 import json
 import os
 import re
@@ -205,7 +205,7 @@ def pick_dtype(dtype, device_type):
 
 def check_train_config(c, ddp, world_size):
     """Raise ConfigError, naming the key and the fix, for a train.py config `c` (a dict of its keys, with device and
-    dtype resolved) that cannot run: under torchrun (ddp, world_size processes) or alone."""
+    dtype resolved) that cannot run: under torchrun (ddp, world_size processes) or alone. wandb_log imports wandb."""
     device_type = c['device'].split(':')[0]
     if ddp and c['gradient_accumulation_steps'] % world_size:
         raise ConfigError(f"gradient_accumulation_steps ({c['gradient_accumulation_steps']}) must be a multiple of the "
@@ -255,5 +255,8 @@ def check_train_config(c, ddp, world_size):
             raise ConfigError(f"{k} must be at least 1, got {c[k]}")
     if c['decay_lr'] and not c['warmup_iters'] <= c['lr_decay_iters']:
         raise ConfigError(f"warmup_iters ({c['warmup_iters']}) must not exceed lr_decay_iters ({c['lr_decay_iters']})")
-    if c['wandb_log'] and importlib.util.find_spec('wandb') is None:
-        raise ConfigError("wandb_log=True needs wandb: pip install wandb (or leave wandb_log off)")
+    if c['wandb_log']:
+        try:
+            importlib.import_module('wandb')  # a broken install fails here too, before any work
+        except ImportError:
+            raise ConfigError("wandb_log=True needs wandb: pip install wandb (or leave wandb_log off)") from None

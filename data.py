@@ -8,7 +8,8 @@ whole examples, loss masks); the on-disk format (shards, masks, example indexes)
     X, Y = batches.get('train', picks, device)                            # int64 (rows, length), Y = -1 unlearned
 
 Drawing and building are split so that every DDP rank draws the same global batch (the same generator state) and
-builds only its own share of it.
+builds only its own share of it. Also here: perplexity(), a model's loss and bits per byte on a folder's val split
+or a text file, as bench.py --task=perplexity and train.py --eval_only report it.
 """
 
 import os
@@ -16,6 +17,7 @@ import os
 import numpy as np
 import torch
 
+from configurator import ConfigError
 from shards import DataError, load_split, read_shard, shard_name
 
 
@@ -143,3 +145,102 @@ def draw_by_length(band_len, members, n, tokens, gen):
                               generator=gen))
     rows = torch.randint(counts[k], (max(1, tokens // band_len[k]),), generator=gen)
     return torch.from_numpy(members[k][rows.numpy()])
+
+
+# ---------------------------------------------------------------------------- perplexity: bench.py, train.py --eval_only
+def doc_start(tok):
+    """The token a document starts with, as in training: the tokenizer's BOS where it has one (Llama 2's <s>), else
+    end-of-text (documents follow one another after it)."""
+    return tok.eot_id if tok.bos_id is None else tok.bos_id
+
+
+def read_text(path):
+    """The contents of a UTF-8 text file; ConfigError naming the file when it is not UTF-8."""
+    try:
+        return open(path, encoding='utf-8').read()
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path} is not UTF-8 text ({e}); convert it, e.g. iconv -t utf-8") from None
+
+
+def perplexity(model, tok, where, name, *, text=False, batch_size=16, limit=0, device='cpu'):
+    """Loss (nats per counted token), perplexity and bits per byte of `model` (tokenizer `tok`; `name` for the
+    printed table) on a text file (text=True) or on the val shards of the data folder `where`. Plain data:
+    consecutive windows of block_size tokens (every token but the first predicted once). Chat data (mask shards):
+    each example on its own from its start, only its supervised tokens counted. bits/byte = total nats / ln 2 /
+    UTF-8 bytes of the decoded counted tokens (special tokens as their text). limit: the first `limit` windows or
+    examples (0 = all). Prints a table; returns {'ckpt', 'data', 'counted', 'tokens', 'loss', 'perplexity', 'bytes',
+    'bits_per_byte'}. Raises ConfigError for missing or mismatched data (train.py --eval_only calls it too)."""
+    import math
+    import torch.nn.functional as F
+    from bench_perf import table
+    from shards import load_meta
+    from tokenizer import get_tokenizer
+    L = model.config.block_size
+    rows = []  # (x, y, joined): y = -1 where not counted; joined: its counted tokens continue the previous row's
+
+    def full():
+        return limit and len(rows) >= limit
+
+    def windows(tokens):
+        for s in range(0, len(tokens) - 1, L):
+            if full():
+                return
+            w = np.asarray(tokens[s:s + L + 1], dtype=np.int64)
+            rows.append((w[:-1], w[1:], s > 0))
+    if text:
+        if not os.path.isfile(where):
+            raise ConfigError(f"--data='{where}' not found: a text file to measure perplexity on")
+        windows([doc_start(tok)] + tok.encode(read_text(where), special=False))
+        counted = 'every token (consecutive windows of block_size)'
+    else:
+        try:
+            meta, shards = load_meta(where), load_split(where, 'val', model.config.vocab_size)
+            data_tok = get_tokenizer(meta['tokenizer'], where)
+        except (DataError, FileNotFoundError, ValueError) as e:
+            raise ConfigError(f"{e} (or give --data=file.txt or --data_dir)") from None
+        if (data_tok.spec, data_tok.blob) != (tok.spec, tok.blob):
+            raise ConfigError(f"{where} was tokenized with another tokenizer ('{data_tok.spec}') than the run's "
+                              f"('{tok.spec}'{', another model' if data_tok.spec == tok.spec else ''}): prepare the "
+                              f"data again with the run's tokenizer, or give --data=file.txt")
+        chat_data = meta.get('format') == 'chat'
+        counted = 'supervised tokens (assistant replies, mask_val_*.bin), each example from its start' if chat_data \
+            else 'every token (consecutive windows of block_size)'
+        for i, s in enumerate(shards):
+            if not chat_data:
+                windows(s)
+                continue
+            m = read_shard(os.path.join(where, shard_name('val', i, 'mask')))
+            for start, n in np.load(os.path.join(where, shard_name('val', i, 'idx')))[:, :2].tolist():
+                if full():
+                    break
+                ex, learn = np.asarray(s[start:start + n][:L + 1], np.int64), np.asarray(m[start:start + n][:L + 1])
+                rows.append((ex[:-1], np.where(learn[1:] > 0, ex[1:], -1), False))
+    runs = []  # the counted tokens as contiguous runs, decoded whole for the byte count
+    for _, y, joined in rows:
+        pieces = [r.tolist() for r in np.split(y, np.flatnonzero(np.diff(y == -1)) + 1) if len(r) and r[0] != -1]
+        if joined and runs and pieces and y[0] != -1:
+            runs[-1] += pieces.pop(0)
+        runs += pieces
+    nats, count = 0.0, 0
+    with torch.no_grad():
+        for i in range(0, len(rows), batch_size):
+            batch = rows[i:i + batch_size]
+            Tm = max(len(x) for x, _, _ in batch)
+            x = torch.zeros(len(batch), Tm, dtype=torch.long)
+            y = torch.full((len(batch), Tm), -1, dtype=torch.long)
+            for b, (xs, ys, _) in enumerate(batch):  # right padding: a causal model's earlier positions never see it
+                x[b, :len(xs)], y[b, :len(ys)] = torch.from_numpy(xs), torch.from_numpy(ys)
+            logits = model(x.to(device))[0]
+            nats += F.cross_entropy(logits.flatten(0, 1).float(), y.to(device).flatten(), ignore_index=-1,
+                                    reduction='sum').item()
+            count += int((y != -1).sum())
+    if count == 0:
+        raise ConfigError(f"no tokens to count in {where}")
+    nbytes = sum(len(tok.decode(r).encode('utf-8')) for r in runs)
+    loss = nats / count
+    print(f"\nperplexity of {name} on {where}: {counted}\n")
+    table(['data', 'tokens', 'loss (nats/token)', 'perplexity', 'bytes', 'bits/byte'],
+          [[where, f"{count:,}", f"{loss:.4f}", f"{math.exp(loss):.3f}", f"{nbytes:,}",
+            f"{nats / math.log(2) / nbytes:.4f}"]])
+    return {'ckpt': name, 'data': where, 'counted': counted, 'tokens': count, 'loss': loss,
+            'perplexity': math.exp(loss), 'bytes': nbytes, 'bits_per_byte': nats / math.log(2) / nbytes}

@@ -37,11 +37,12 @@ ARGS = ['--data_dir=d', '--block_size=32', '--batch_size=4', '--gradient_accumul
 
 # train.py with faults injected from outside (train.py has no test hooks): TRAIN_SAVE_PAUSE=s prints 'writing
 # <out_dir>/ckpt.pt.tmp' and waits s seconds in each write of ckpt.pt, between the temp file and the rename;
-# TRAIN_NAN_ITERS=12,14 makes the training loss of those iterations NaN, once each (after a rollback they train)
+# TRAIN_NAN_ITERS=12,14 makes the model's training loss of those iterations NaN, once each (after a rollback they
+# train; a chat micro-batch with no supervised token stays 0, as train.py makes it)
 FAULTY_TRAIN = r"""
 import os, runpy, sys, time
 sys.path.insert(0, os.environ['ROOT'])
-import data, model_llama
+import data, model_llama, model_rwkv7
 
 pause = float(os.environ.get('TRAIN_SAVE_PAUSE', 0))
 replace = os.replace
@@ -54,19 +55,24 @@ os.replace = slow_replace
 
 nan = {int(i) for i in os.environ.get('TRAIN_NAN_ITERS', '').split(',') if i}
 now = {'iter': None, 'fired': set()}  # the iteration of the last training batch drawn; the NaNs given
-draw, forward = data.Batches.draw, model_llama.Llama.forward
+draw = data.Batches.draw
 def draw_(self, split, gen, iter_num=0, *args):
-    if split == 'train':
-        nan.difference_update(now['fired'] - {iter_num})  # once each
+    if split == 'train':  # every draw of an iteration comes before its forwards
+        nan.difference_update(now['fired'])  # once each
+        now['fired'].clear()
         now['iter'] = iter_num
     return draw(self, split, gen, iter_num, *args)
-def forward_(self, *args, **kwargs):
-    logits, loss = forward(self, *args, **kwargs)
-    if self.training and now['iter'] in nan:
-        now['fired'].add(now['iter'])
-        loss = loss * float('nan')
-    return logits, loss
-data.Batches.draw, model_llama.Llama.forward = draw_, forward_
+def nan_loss(forward):
+    def forward_(self, *args, **kwargs):
+        logits, loss = forward(self, *args, **kwargs)
+        if self.training and now['iter'] in nan:
+            now['fired'].add(now['iter'])
+            loss = loss * float('nan')
+        return logits, loss
+    return forward_
+data.Batches.draw = draw_
+model_llama.Llama.forward = nan_loss(model_llama.Llama.forward)
+model_rwkv7.RWKV7.forward = nan_loss(model_rwkv7.RWKV7.forward)
 runpy.run_path(os.path.join(os.environ['ROOT'], 'train.py'), run_name='__main__')
 """
 
@@ -76,7 +82,7 @@ def launch(nproc, env):
     TRAIN_NAN_ITERS in env, FAULTY_TRAIN running train.py instead."""
     script = os.path.join(ROOT, 'train.py')
     if {'TRAIN_SAVE_PAUSE', 'TRAIN_NAN_ITERS'} & set(env):
-        script = os.path.join(tempfile.mkdtemp(), 'faulty_train.py')
+        script = os.path.join(tempfile.gettempdir(), f'faulty_train_{os.getpid()}.py')
         with open(script, 'w') as f:
             f.write(FAULTY_TRAIN)
     if not nproc:
@@ -372,7 +378,6 @@ def test_fsdp_nan_rollback(tmp, fsdp_run, lr_half):
     assert b['lr_factor'] == 0.5 and all(torch.allclose(a['model'][k], b['model'][k], atol=1e-5) for k in a['model'])
 
 
-@pytest.mark.skipif(not os.path.exists('/dev/full'), reason='needs /dev/full (Linux)')
 # ---------------------------------------------------------------------------- Muon
 def test_muon_matches_torch_muon_and_adamw():
     """optim.py's Muon against torch: its Muon groups as torch.optim.Muon (adjust_lr_fn='match_rms_adamw') up to torch's
@@ -427,6 +432,7 @@ def test_muon_run_learns_and_resumes_exactly(tmp):
     assert p.returncode == 1 and "muon/ckpt.pt was trained with muon_targets='': resume with it" in p.stderr, p.stderr
 
 
+@pytest.mark.skipif(not os.path.exists('/dev/full'), reason='needs /dev/full (Linux)')
 def test_full_disk_keeps_the_previous_checkpoint(tmp):
     # the temp file is a link to /dev/full, where every write fails with ENOSPC: a real "no space left on device"
     out = from_ref(tmp, 'full')

@@ -31,7 +31,7 @@ import parallel
 from checkpoint import (CheckpointError, drop_run_dir, make_out_dir, read_train_state, rng_state, save_run_file,
                         set_rng_state, start_model)
 from configurator import ConfigError, check_train_config, configure, pick_device, pick_dtype
-from data import Batches
+from data import Batches, perplexity
 from lora import load_lora_state_dict, lora_state_dict, merged_state_dict, save_adapter
 from optim import make_optimizer
 from shards import DataError, load_meta
@@ -174,7 +174,7 @@ try:
     device = parallel.local_device(device, ddp_local_rank) if ddp else device  # one GPU per process
     device_type = device.split(':')[0]
     dtype = pick_dtype(dtype, device_type)
-    check_train_config(dict(config, device=device, dtype=dtype), ddp, ddp_world_size)
+    check_train_config(dict(config, device=device, dtype=dtype), ddp, ddp_world_size)  # wandb_log: imports wandb
     meta = load_meta(data_dir)
     tok = get_tokenizer(meta['tokenizer'], data_dir)
 except (ConfigError, DataError, FileNotFoundError, ValueError) as e:  # ValueError: an unusable tokenizer spec
@@ -248,16 +248,13 @@ def restore(ck, weights=False):
     if scaler.is_enabled() and ck['scaler']:  # an fp32/bf16 run has no scaler state
         scaler.load_state_dict(ck['scaler'])
     iter_num, best_val_loss, lr_factor = ck['iter_num'], ck['best_val_loss'], ck.get('lr_factor', 1.0)
-    writers = set_rng_state(ck['rng'], sampler, device, ddp_rank, ddp_world_size)
-    if writers != ddp_world_size:
-        print(f"note: the checkpoint was written by {writers} process(es), this run has {ddp_world_size}: the "
-              f"data order goes on exactly, dropout masks differ from those of an unbroken run")
+    set_rng_state(ck['rng'], sampler, device, ddp_rank, ddp_world_size)  # says so if the world size changed
     loss_acc, n_acc = ck['log_acc']  # a log window cut by the stop goes on after it
 
 
 if checkpoint is not None:
     restore(checkpoint)
-    print(f"resuming from {out_dir}/ckpt.pt at iteration {iter_num} (best val loss {best_val_loss:.4f})"
+    print(f"resuming from {os.path.join(out_dir, 'ckpt.pt')} at iteration {iter_num} (best val loss {best_val_loss:.4f})"
           + (f", learning rate x{lr_factor:g} after NaN rollbacks" if lr_factor != 1 else ''))
 checkpoint = None  # free memory
 on_disk = {'ckpt.pt': iter_num} if init_from == 'resume' else {}  # the iteration of each file this run has written
@@ -317,7 +314,9 @@ def save(name, with_state):
     write (a full disk) stops the run, the previous file kept as it was."""
     rng = rng_state(sampler, device, ddp) if with_state else None  # every rank's RNG (their dropout masks differ)
     error, (weights, opt_state) = None, (parallel.full_state(raw_model, optimizer if with_state else None) if fsdp
-                                         else (raw_model.state_dict(), optimizer.state_dict() if with_state else None))
+                                         else (None, None))
+    if master_process and not fsdp:
+        weights, opt_state = raw_model.state_dict(), optimizer.state_dict() if with_state else None
     if master_process:
         if lora_info is not None:
             weights = lora_state_dict(raw_model) if with_state else merged_state_dict(raw_model)
@@ -351,8 +350,7 @@ def log(record):  # rank 0: a line of out_dir/log.jsonl (and wandb)
 
 if eval_only:
     print(json.dumps(estimate_loss()))
-    if master_process and not fsdp:  # val loss, perplexity and bits per byte as bench.py gives them (unsharded)
-        from bench import perplexity
+    if master_process and not fsdp:  # val loss, perplexity and bits per byte (data.py; as bench.py gives them)
         try:
             with ctx:
                 perplexity(raw_model.eval(), tok, data_dir, f"the model of init_from='{init_from}'",
@@ -460,7 +458,10 @@ while True:
         log({'iter': iter_num, 'skipped': 'non-finite loss or gradient', 'bad_steps_in_a_row': bad_steps})
         if bad_steps >= max_bad_steps and rollbacks < nan_rollback and 'ckpt.pt' in on_disk:
             rollbacks, factor, bad_at = rollbacks + 1, lr_factor * nan_lr_factor, iter_num
-            restore(read_train_state(os.path.join(out_dir, 'ckpt.pt')), weights=True)  # also the data position
+            try:
+                restore(read_train_state(os.path.join(out_dir, 'ckpt.pt')), weights=True)  # also the data position
+            except CheckpointError as e:
+                fail(str(e))
             lr_factor, bad_steps, t0, last_log = factor, 0, time.time(), iter_num
             print(f"iter {bad_at}: {max_bad_steps} non-finite steps in a row: rolled back to {out_dir}/ckpt.pt "
                   f"(iteration {iter_num}), learning rate now x{lr_factor:g} (rollback {rollbacks} of {nan_rollback})")
