@@ -56,9 +56,13 @@ device = 'auto'
 threads = 0               # torch's CPU threads; 0 = PyTorch's default (one per core); printed first on stderr
 seed = 1337
 # evaluation: gsm8k, gsm_synth, custom, distill
-data = ''                 # jsonl of {question, answer} ('' = openai/gsm8k online; gsm_synth: the run's test.jsonl or
-                          # 500 generated test problems); perplexity: a .txt file instead of the run's val shards
-limit = 0                 # 0 = every problem (perplexity: every window or example)
+data = ''                 # jsonl of {question, answer} ('' = openai/gsm8k online; gsm_synth: the generalization
+                          # splits below); perplexity: a .txt file instead of the run's val shards
+limit = 0                 # 0 = every problem (perplexity: every window or example; gsm_synth splits: split_size)
+split_size = 200          # gsm_synth: problems per split of the generalization table (gsm_synth.suite): in-distribution
+                          # (the run's test.jsonl), unseen wording, +1 and +2 steps, +1 digit, distractors, question
+                          # first, all combined; each held out from the run's data settings (its meta.json)
+gsm8k_data = ''           # gsm_synth: also a row for real GSM8K from this jsonl (../shared/data/gsm8k/test.jsonl)
 prompt = 'chat'           # 'chat': chat.prompt, zero-shot, reasoning format | 'fewshot': lm-eval's plain-text prompt
 fewshot_task = 'gsm8k'    # fewshot: 'gsm8k' (lm-eval's "Question: ...\nAnswer:", 5 train shots drawn as lm-eval
                           # draws them, random.Random(1234)) | 'gsm8k_cot' (8 fixed Wei et al. "Q: ... A: ... The
@@ -158,19 +162,37 @@ def hf_gsm8k(split):
             from None
 
 
+def synth_suite(data_dir):
+    """{split name: problems} of the gsm_synth generalization table (gsm_synth.suite) for a run trained on data_dir:
+    its generator settings from data_dir/meta.json (the defaults without one), split_size problems each (--limit if
+    given); in-distribution from data_dir/test.jsonl where there is one; real GSM8K (--gsm8k_data) last."""
+    import gsm_synth
+    meta = os.path.join(data_dir, 'meta.json')
+    args = json.load(open(meta)).get('args', {}) if os.path.isfile(meta) else {}
+    n = limit or split_size
+    keys = ('min_steps', 'max_steps', 'digits', 'distractors', 'question_first')
+    sets = {name: gsm_synth.generate('test', n, args.get('synth_seed', 0), **kw)
+            for name, kw in gsm_synth.suite(**{k: args[f'synth_{k}'] for k in keys if f'synth_{k}' in args}).items()}
+    if os.path.isfile(os.path.join(data_dir, 'test.jsonl')):
+        sets['in-distribution'] = read_problems(os.path.join(data_dir, 'test.jsonl'))[:n]
+    if gsm8k_data:
+        sets['real GSM8K'] = read_problems(gsm8k_data, '--gsm8k_data')[:limit or None]
+    return sets
+
+
 def eval_data(kind, run_cfg):
-    """(test problems, train problems for gsm8k-style shots or None, where the test problems come from) of `kind`."""
+    """({name: test problems}, train problems for gsm8k-style shots or None, where the test problems come from) of
+    `kind`: one set, or gsm_synth's generalization splits (synth_suite) when no --data is given."""
     need_shots = prompt == 'fewshot' and fewshot_task == 'gsm8k'
     if kind == 'gsm_synth':
         import gsm_synth
-        local = os.path.join(run_cfg.get('data_dir', ''), 'test.jsonl')
-        src = data or (local if os.path.isfile(local) else "gsm_synth.generate('test', 500)")
-        test = read_problems(src) if data or os.path.isfile(local) else gsm_synth.generate('test', 500)
+        sets = {data: read_problems(data)[:limit or None]} if data else synth_suite(run_cfg.get('data_dir', ''))
         train = read_problems(fewshot_data, '--fewshot_data') if fewshot_data else gsm_synth.generate('train', 1000)
-        return test, train if need_shots else None, src
+        return sets, train if need_shots else None, data or 'gsm_synth.suite'
     if kind == 'custom' and not data:
         raise ConfigError("--task=custom needs --data=file.jsonl of {\"question\", \"answer\"} records")
     test, src = (read_problems(data), data) if data else (hf_gsm8k('test'), 'openai/gsm8k test')
+    test = {src: test[:limit or None]}
     if not need_shots:
         return test, None, src
     if fewshot_data or data:
@@ -247,8 +269,8 @@ def bench_eval(kind):
         raise ConfigError(f"need num_samples >= 1 (got {num_samples}), temperature > 0 for num_samples > 1 (got "
                           f"{temperature}: greedy samples are all alike) and batch_size >= 1")
     model, tok, ck = load_run(out_dir, ckpt)
-    problems, train_docs, src = eval_data(kind, ck.get('config', {}))
-    problems = problems[:limit or None]
+    sets, train_docs, src = eval_data(kind, ck.get('config', {}))
+    problems = [dict(p, split=name) for name, ps in sets.items() for p in ps]  # split: a row of the table
     if not problems:
         raise ConfigError(f"no problems to evaluate in '{src}'")
     bad = next((i for i, p in enumerate(problems) if official_extract(p['answer']) == '[invalid]'), None)
@@ -257,6 +279,7 @@ def bench_eval(kind):
                           f"(--task=custom scores other answers)")
     scoring = 'custom' if kind == 'custom' else fewshot_task if prompt == 'fewshot' else 'gsm8k'
     figures = ('match',) if kind == 'custom' else FIGURES
+    main = 'match' if kind == 'custom' else 'final-answer' if prompt == 'chat' else 'flexible-extract'
     if prompt == 'chat':
         ids, cut = zip(*[chat_ids(model, tok, p['question']) for p in problems])
         texts, stop_strs = [tok.decode(i) for i in ids], []
@@ -286,13 +309,17 @@ def bench_eval(kind):
                 samples = outs[j * num_samples:(j + 1) * num_samples]
                 preds, correct = judge_samples(samples, p['answer'], scoring)
                 right.update({k: int(v) for k, v in correct.items()})
-                f.write(json.dumps({'index': i + j, 'question': p['question'], 'answer': p['answer'],
+                right.update({(p['split'], k): int(v) for k, v in correct.items()})
+                f.write(json.dumps({'index': i + j, **({'split': p['split']} if len(sets) > 1 else {}),
+                                    'question': p['question'], 'answer': p['answer'],
                                     'prompt': texts[i + j], 'output': samples[0] if num_samples == 1 else samples,
                                     'preds': preds, 'correct': correct}) + '\n')
             bar.update(len(outs) // num_samples)
             bar.set_postfix_str(' '.join(f"{k.split('-')[0]} {right[k] / bar.n:.3f}" for k in figures))
     bar.close()
     dt, n = time.perf_counter() - t0, len(problems)
+    if len(sets) > 1:  # the generalization table: one row per split, the main figure
+        return suite_table(kind, sets, right, figures, main, ck, path, dt)
     rows, res = [], {}
     for k in figures:
         acc = right[k] / n
@@ -308,6 +335,30 @@ def bench_eval(kind):
     return record(kind, {'ckpt': ck['path'], 'data': src, 'problems': n, 'prompt': prompt, 'scoring': scoring,
                          'num_samples': num_samples, 'temperature': temperature, 'max_new_tokens': max_new_tokens,
                          'batch_size': batch_size, 'problems_per_min': n / dt * 60, 'results': res})
+
+
+def suite_table(kind, sets, right, figures, main, ck, path, dt):
+    """Print and record the generalization table of bench_eval: per split its `main` figure with n and 95% interval
+    (all figures in the bench.jsonl record)."""
+    what = {'in-distribution': "the training data's settings", 'unseen wording': 'held-out names, items, sentences',
+            '+1 step': 'one more step than training', '+2 steps': 'two more steps than training',
+            '+1 digit': 'numbers one digit longer', 'distractors': 'an irrelevant sentence with a number',
+            'question first': 'the question sentence first', 'all combined': 'all of the above at once',
+            'real GSM8K': gsm8k_data}
+    rows, res, n = [], {}, sum(len(v) for v in sets.values())
+    for name, ps in sets.items():
+        k = right[(name, main)]
+        lo, hi = wilson(k, len(ps))
+        rows.append([name, what.get(name, ''), f"{k / len(ps):.1%}", f"[{lo:.1%}, {hi:.1%}]", f"{k} / {len(ps)}"])
+        res[name] = {f: {'accuracy': right[(name, f)] / len(ps), 'ci95': list(wilson(right[(name, f)], len(ps))),
+                         'right': right[(name, f)], 'problems': len(ps)} for f in figures}
+    how = 'greedy' if num_samples == 1 else f"maj@{num_samples}, temperature {temperature}"
+    print(f"\n{kind} generalization, {main}, prompt {prompt}, {how}, {ck['path']} (iteration {ck.get('iter_num', '?')})"
+          f"; {n} problems in {dt:.0f} s (batch {batch_size}); {path}\n")
+    table(['split', 'what changes', 'accuracy', '95% interval (Wilson)', 'right / problems'], rows)
+    return record(kind, {'ckpt': ck['path'], 'data': 'gsm_synth.suite', 'problems': n, 'prompt': prompt,
+                         'figure': main, 'num_samples': num_samples, 'temperature': temperature,
+                         'max_new_tokens': max_new_tokens, 'batch_size': batch_size, 'results': res})
 
 
 def bench_distill():

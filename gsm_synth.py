@@ -1,13 +1,24 @@
 """
 gsm_synth: a seeded generator of multi-step arithmetic word problems written in GSM8K's exact format (a question; a
-solution of one line per step with `<<expr=result>>` calculator annotations; `#### N`). No download needed.
+solution of one line per step with `<<expr=result>>` calculator annotations; `#### N`), and the generalization
+benchmark built from it. No download needed.
 
-    from gsm_synth import generate
+    from gsm_synth import generate, suite
     problems = generate('train', 1000, seed=0)   # [{'question', 'answer', 'steps'}, ...]
+    splits = suite(max_steps=4, digits=2)        # {'unseen wording': {...generate() arguments}, '+1 step': ...}
 
 Splits are disjoint by construction: a problem belongs to the split that a hash of its question text picks (5% test,
 5% val, 90% train), so no test question text can appear in train. Default difficulty: 2-4 steps mixing +, -,
-x (one factor <= 12) and exact / (divisor <= 12), numbers in the question up to 100, intermediate results up to 1000.
+x (one factor <= 12) and exact / (divisor <= 12), numbers in the question of up to 2 digits, running totals of up
+to 3. A step's sentence is a frame ('Then {he} {vp}.') around a verb phrase of its operation ('gives {n} {item} to
+{friend}'); names, items, friends, containers, start, question and distractor sentences come from pools.
+
+What a model never sees in training, by construction (suite() makes one test split of each, and one of all at once):
+held-out wording (wording='unseen': names, items, friends, containers, start / question / distractor sentences
+from the TEST_ pools, and the quarter of verb-phrase x frame pairs that unseen_combo holds out: every verb phrase and
+every frame is seen, in other pairs), more steps (+1, +2), numbers one digit longer, irrelevant sentences carrying
+numbers (GSM-NoOp's distractors, Mirzadeh et al. 2024) and the question asked first. A recipe may train on some of
+these (prepare.py's --synth_* flags); the suite then takes its settings as in-distribution.
 
 `scratch=True` quotes each step's sentence of the question, then writes each computation out digit by digit before
 its solution line, the way it is done on paper (columns from the right for +, - and x, long division from the left):
@@ -27,18 +38,60 @@ import hashlib
 import random
 import re
 
+# Pools of wording. Each has a part that only held-out test problems use (wording='unseen'): names, items, friends and
+# containers a model never reads in training, and sentence shapes it never reads whole (every verb phrase and every
+# frame of them does appear in training, in other combinations: see unseen_combo).
 NAMES = [('Mia', 'she', 'her'), ('Liam', 'he', 'his'), ('Ava', 'she', 'her'), ('Noah', 'he', 'his'),
          ('Zoe', 'she', 'her'), ('Omar', 'he', 'his'), ('Priya', 'she', 'her'), ('Kenji', 'he', 'his'),
          ('Lucia', 'she', 'her'), ('Tom', 'he', 'his'), ('Amara', 'she', 'her'), ('Diego', 'he', 'his'),
          ('Hana', 'she', 'her'), ('Felix', 'he', 'his'), ('Nora', 'she', 'her'), ('Sam', 'he', 'his'),
-         ('Ivy', 'she', 'her'), ('Mateo', 'he', 'his'), ('Leila', 'she', 'her'), ('Jonas', 'he', 'his')]
+         ('Ivy', 'she', 'her'), ('Mateo', 'he', 'his'), ('Leila', 'she', 'her'), ('Jonas', 'he', 'his'),
+         ('Sofia', 'she', 'her'), ('Ravi', 'he', 'his'), ('Elena', 'she', 'her'), ('Kofi', 'he', 'his'),
+         ('Yara', 'she', 'her'), ('Ben', 'he', 'his'), ('Chloe', 'she', 'her'), ('Arjun', 'he', 'his'),
+         ('Maya', 'she', 'her'), ('Lucas', 'he', 'his'), ('Grace', 'she', 'her'), ('Hugo', 'he', 'his')]
+TEST_NAMES = [('Freya', 'she', 'her'), ('Tariq', 'he', 'his'), ('Ines', 'she', 'her'), ('Pablo', 'he', 'his'),
+              ('Wen', 'she', 'her'), ('Emil', 'he', 'his'), ('Dara', 'she', 'her'), ('Oscar', 'he', 'his')]
 ITEMS = ['apples', 'marbles', 'stickers', 'cookies', 'books', 'pencils', 'coins', 'shells', 'cards', 'stamps',
-         'beads', 'toy cars', 'flowers', 'eggs', 'candies', 'blocks', 'balloons', 'crayons', 'buttons', 'seeds']
+         'beads', 'toy cars', 'flowers', 'eggs', 'candies', 'blocks', 'balloons', 'crayons', 'buttons', 'seeds',
+         'oranges', 'rocks', 'ribbons', 'puzzles', 'kites', 'cupcakes']
+TEST_ITEMS = ['lemons', 'feathers', 'postcards', 'paper cranes', 'acorns', 'magnets']
 FRIENDS = ['a friend', 'a neighbor', 'a classmate', 'the teacher', 'a cousin', 'a younger cousin']
+TEST_FRIENDS = ['an uncle', 'the coach']
 CONTAINERS = ['bags', 'boxes', 'packs', 'jars', 'baskets']
+TEST_CONTAINERS = ['crates', 'tins']
+# a step's sentence: a frame around a verb phrase of its operation ({n}: the number it brings; bags: {a} x {b})
+FRAMES = ['{He} {vp}.', 'Then {he} {vp}.', 'Later, {he} {vp}.', 'After that, {name} {vp}.', 'The next day, {he} {vp}.',
+          'On Monday, {name} {vp}.']
+VERB_PHRASES = {
+    '+': ['finds {n} more {item}', 'gets {n} more {item}', 'collects {n} more {item}', 'buys {n} more {item}',
+          'receives {n} {item} from {friend}', 'wins {n} {item} at a fair'],
+    'bags': ['buys {a} {box} with {b} {item} in each', 'gets {a} {box} of {b} {item} each',
+             'wins {a} {box} that hold {b} {item} each'],
+    '-': ['gives {n} {item} to {friend}', 'loses {n} of them', 'uses {n} {item} for a project', 'sells {n} {item}',
+          'gives away {n} {item}', 'trades {n} {item} for a comic'],
+    '*': ['ends up with {word} as many {item} as before', 'has {word} as many {item} as before',
+          'makes {his} number of {item} {word} as large'],
+    '/': ['splits the {item} into {k} equal groups and keeps one group',
+          'shares them equally among {k} people, {name} included, and keeps {his} share',
+          'divides the {item} into {k} equal piles and keeps one pile'],
+}
+STARTS = ['{name} has {n} {item}.', '{name} starts with {n} {item}.', "There are {n} {item} in {name}'s collection."]
+TEST_STARTS = ['At first, {name} has {n} {item}.', "{name}'s collection holds {n} {item}."]
+QUESTIONS = ['How many {item} does {name} have now?', 'How many {item} does {name} have at the end?']
+TEST_QUESTIONS = ['How many {item} does {name} have in the end?', 'At the end, how many {item} does {name} have?']
+# irrelevant sentences that carry numbers (GSM-NoOp style): another person's things, ages, distances
+DISTRACTORS = ['{other} has {n} {item}.', '{name} is {age} years old.', "{other}'s shelf holds {n} {item2}."]
+TEST_DISTRACTORS = ['{other} is {age} years old.', '{name} walks {age} minutes to the park.', '{other} finds {n} {item2}.']
 OPS = '+-*/'
-VERSION = 3  # of the generated text: bump it on a change, so that prepare.py renders existing data again
+VERSION = 4  # of the generated text: bump it on a change, so that prepare.py renders existing data again
 SPLITS = {'test': range(0, 5), 'val': range(5, 10), 'train': range(10, 100)}
+WORDINGS = ('seen', 'unseen')
+
+
+def unseen_combo(i, j):
+    """Whether verb phrase i in frame j is held out for wording='unseen' (about a quarter of the pairs; every verb
+    phrase and every frame is in some pair that training sees)."""
+    return (i + j) % 4 == 3
 
 
 def split_of(question):
@@ -83,75 +136,118 @@ def columns(a, op, b):
     return f"{a}{op}{b}: {', '.join(steps)}."
 
 
-def make_problem(rng, n_steps, max_start=100, max_value=1000, ops=OPS, scratch=False):
-    """One problem of n_steps operations on a running total: {'question', 'answer', 'steps'}."""
-    name, he, his = rng.choice(NAMES)
-    item = rng.choice(ITEMS)
-    total = rng.randint(5, max_start)
-    cap = lambda s: s[0].upper() + s[1:]  # noqa: E731
-    text = [rng.choice([f"{name} has {total} {item}.", f"{name} starts with {total} {item}.",
-                        f"There are {total} {item} in {name}'s collection."])]
+def make_problem(rng, n_steps, digits=2, wording='seen', distractors=0.0, question_first=0.0, ops=OPS,
+                 scratch=False):
+    """One problem of n_steps operations on a running total: {'question', 'answer', 'steps'}. The numbers a sentence
+    gives have at most `digits` digits, the running total at most digits + 1; wording 'seen' draws the names, items
+    and sentence shapes that training uses, 'unseen' only the held-out ones; `distractors` irrelevant sentences with
+    numbers (a fraction: that chance of one more); the question sentence first with chance question_first."""
+    held = wording == 'unseen'
+    name, he, his = rng.choice(TEST_NAMES if held else NAMES)
+    item = rng.choice(TEST_ITEMS if held else ITEMS)
+    friends, boxes = (TEST_FRIENDS, TEST_CONTAINERS) if held else (FRIENDS, CONTAINERS)
+    top, cap = 10 ** digits - 1, 10 ** (digits + 1) - 1  # the largest number said, the largest total
+    total = rng.randint(5, top)
+    fill = dict(name=name, he=he, his=his, He=he.capitalize(), His=his.capitalize(), item=item)
+
+    def say(kind, **slots):  # a step's sentence: a verb phrase of the operation in a frame, seen or held out together
+        pairs = [(i, j) for i in range(len(VERB_PHRASES[kind])) for j in range(len(FRAMES)) if unseen_combo(i, j) == held]
+        i, j = rng.choice(pairs)
+        vp = VERB_PHRASES[kind][i].format(**fill, **slots)
+        return FRAMES[j].format(**fill, vp=vp)
+
+    body = [rng.choice(TEST_STARTS if held else STARTS).format(n=total, **fill)]
     lines, first = [], []  # first: the index of each step's first solution line
     for _ in range(n_steps):
         first.append(len(lines))
-        choices = [op for op in ops if (op == '+' and total + 2 <= max_value) or (op == '-' and total > 1)
-                   or (op == '*' and total * 2 <= max_value)
-                   or (op == '/' and any(total % k == 0 for k in range(2, 13)))]
+        choices = [op for op in ops if (op == '+' and total + 2 <= cap) or (op == '-' and total > 1)
+                   or (op == '*' and total * 2 <= cap) or (op == '/' and any(total % k == 0 for k in range(2, 13)))]
         op = rng.choice(choices)
         if op == '+':
-            if rng.random() < 0.4 and total + 4 <= max_value:  # a + with its own product: bags of items
-                a = rng.randint(2, 12)
-                b = rng.randint(2, max(2, min(max_start, (max_value - total) // a)))
-                box = rng.choice(CONTAINERS)
-                text.append(f"{cap(he)} buys {a} {box} with {b} {item} in each.")
+            if rng.random() < 0.4 and total + 4 <= cap:  # a + with its own product: bags of items
+                a = rng.randint(2, min(12, (cap - total) // 2))
+                b = rng.randint(2, max(2, min(top, (cap - total) // a)))
+                box = rng.choice(boxes)
+                body.append(say('bags', a=a, b=b, box=box))
                 lines.append(f"The {box} hold {a} * {b} = <<{a}*{b}={a * b}>>{a * b} {item}.")
                 n = a * b
             else:
-                n = rng.randint(2, max(2, min(max_start, max_value - total)))
-                text.append(rng.choice([f"{cap(he)} finds {n} more {item}.", f"{cap(rng.choice(FRIENDS))} gives "
-                                        f"{name} {n} {item}.", f"Then {he} gets {n} more {item}."]))
+                n = rng.randint(2, max(2, min(top, cap - total)))
+                body.append(say('+', n=n, friend=rng.choice(friends)))
             lines.append(f"{name} has {total} + {n} = <<{total}+{n}={total + n}>>{total + n} {item}.")
             total += n
         elif op == '-':
-            n = rng.randint(1, min(total - 1, max_start))
-            text.append(rng.choice([f"{cap(he)} gives {n} {item} to {rng.choice(FRIENDS)}.",
-                                    f"{cap(he)} loses {n} of them.", f"{cap(he)} uses {n} {item} for a project."]))
+            n = rng.randint(1, min(total - 1, top))
+            body.append(say('-', n=n, friend=rng.choice(friends)))
             lines.append(f"{name} has {total} - {n} = <<{total}-{n}={total - n}>>{total - n} {item} left.")
             total -= n
         elif op == '*':
-            k = rng.randint(2, min(12, max_value // total))
+            k = rng.randint(2, min(12, cap // total))
             word = {2: 'twice', 3: 'three times'}.get(k, f"{k} times")
-            text.append(rng.choice([f"Then {his} number of {item} becomes {word} as large.",
-                                    f"Later {he} has {word} as many {item} as before."]))
+            body.append(say('*', word=word))
             lines.append(f"{word.capitalize()} as many is {total} * {k} = <<{total}*{k}={total * k}>>{total * k}.")
             total *= k
         else:
             k = rng.choice([k for k in range(2, 13) if total % k == 0])
-            text.append(rng.choice([f"{cap(he)} splits the {item} into {k} equal groups and keeps one group.",
-                                    f"{cap(he)} shares them equally among {k} people, {name} included, and keeps "
-                                    f"{his} share."]))
+            body.append(say('/', k=k))
             lines.append(f"One of {k} equal parts is {total} / {k} = <<{total}/{k}={total // k}>>{total // k}.")
             total //= k
     if scratch:  # each step's sentence quoted, then the column working of each computation on the line before it
-        lines = [(text[1 + first.index(i)] + '\n' if i in first else '') + f"{columns(int(a), op, int(b))}\n{line}"
+        lines = [(body[1 + first.index(i)] + '\n' if i in first else '') + f"{columns(int(a), op, int(b))}\n{line}"
                  for i, line in enumerate(lines) for a, op, b in [re.search(r'<<(\d+)([-+*/])(\d+)=', line).groups()]]
-    text.append(rng.choice([f"How many {item} does {name} have now?", f"How many {item} does {name} have at the end?"]))
+    n_noise = int(distractors) + (rng.random() < distractors - int(distractors))
+    people = [p for p in (TEST_NAMES if held else NAMES) if p[0] != name]
+    for _ in range(n_noise):  # anywhere among the sentences before the question
+        noise = rng.choice(TEST_DISTRACTORS if held else DISTRACTORS).format(
+            other=rng.choice(people)[0], n=rng.randint(2, top), age=rng.randint(6, 70), item2=rng.choice(TEST_ITEMS if held else ITEMS), **fill)
+        body.insert(rng.randint(0, len(body)), noise)
+    question = rng.choice(TEST_QUESTIONS if held else QUESTIONS).format(**fill)
+    text = [question] + body if rng.random() < question_first else body + [question]
     return {'question': ' '.join(text), 'answer': '\n'.join(lines) + f"\n#### {total}", 'steps': n_steps}
 
 
-def generate(split, n, seed=0, min_steps=2, max_steps=4, max_start=100, max_value=1000, ops=OPS, scratch=False):
-    """n distinct problems of `split` ('train' | 'val' | 'test'), the same for the same arguments. `ops`: the operations
-    each step draws from (among those valid for the running total); one written twice is drawn twice as often."""
+def generate(split, n, seed=0, min_steps=2, max_steps=4, digits=2, wording='seen', distractors=0.0, question_first=0.0,
+             ops=OPS, scratch=False):
+    """n distinct problems of `split` ('train' | 'val' | 'test'), the same for the same arguments (make_problem says
+    what they mean). `ops`: the operations each step draws from (among those valid for the running total); one
+    written twice is drawn twice as often. wording='unseen' is for the test split only. Raises ValueError for a
+    split or wording that does not exist, or settings too narrow for n distinct problems."""
     if split not in SPLITS:
         raise ValueError(f"split must be one of {list(SPLITS)}, not '{split}'")
-    rng = random.Random(f"gsm_synth-{seed}-{split}")
+    if wording not in WORDINGS or (wording == 'unseen' and split != 'test'):
+        raise ValueError(f"wording must be 'seen', or 'unseen' for the test split, not '{wording}' for '{split}'")
+    if not 1 <= digits <= 5 or not 0 <= min_steps <= max_steps:
+        raise ValueError(f"need 1 <= digits <= 5 (got {digits}) and 0 <= min_steps <= max_steps (got {min_steps}, "
+                         f"{max_steps})")
+    factors = (min_steps, max_steps, digits, wording, distractors, question_first)
+    rng = random.Random(f"gsm_synth-{seed}-{split}" + ('' if factors == (2, 4, 2, 'seen', 0.0, 0.0) else
+                                                       f"-{factors}"))
     out, seen, tries = [], set(), 0
     while len(out) < n:
         tries += 1
         if tries > 1000 * n + 10000:
             raise ValueError(f"could not find {n} distinct {split} problems with these settings: widen them")
-        p = make_problem(rng, rng.randint(min_steps, max_steps), max_start, max_value, ops, scratch)
+        p = make_problem(rng, rng.randint(min_steps, max_steps), digits, wording, distractors, question_first, ops,
+                         scratch)
         if p['question'] not in seen and split_of(p['question']) == split:
             seen.add(p['question'])
             out.append(p)
     return out
+
+
+def suite(min_steps=2, max_steps=4, digits=2, distractors=0.0, question_first=0.0):
+    """The generalization benchmark of a model trained on generate()'s problems with these settings: {split name:
+    generate() keyword arguments}, each split of the test split. In-distribution: the training settings; then one
+    held-out factor at a time (wording, one and two more steps than training's most, one more digit, a distractor
+    in every problem, the question first), then all of them at once."""
+    base = dict(min_steps=min_steps, max_steps=max_steps, digits=digits, distractors=distractors,
+                question_first=question_first)
+    return {'in-distribution': base,
+            'unseen wording': dict(base, wording='unseen'),
+            '+1 step': dict(base, min_steps=max_steps + 1, max_steps=max_steps + 1),
+            '+2 steps': dict(base, min_steps=max_steps + 2, max_steps=max_steps + 2),
+            '+1 digit': dict(base, digits=digits + 1),
+            'distractors': dict(base, distractors=max(1.0, distractors)),
+            'question first': dict(base, question_first=1.0),
+            'all combined': dict(min_steps=max_steps + 1, max_steps=max_steps + 2, digits=digits + 1, wording='unseen',
+                                 distractors=max(1.0, distractors), question_first=1.0)}

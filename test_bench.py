@@ -12,6 +12,7 @@ import json
 import math
 import os
 import random
+import re
 import sys
 
 import numpy as np
@@ -294,6 +295,34 @@ def test_eval_batched_equals_unbatched_and_outputs(run, monkeypatch, capsys):
     monkeypatch.setattr(bench, 'num_samples', 1)
     rec = bench.bench_eval('custom')
     assert set(rec['results']) == {'match'} and os.path.isfile(run / 'custom_chat.jsonl')
+
+
+def test_gsm_synth_generalization_table(run, monkeypatch, tmp_path, capsys):
+    # no --data: one row per split of gsm_synth.suite, held out from the run's data settings (its meta.json), the
+    # in-distribution row from its test.jsonl, and real GSM8K when --gsm8k_data is given
+    data_dir = tmp_path / 'data'
+    data_dir.mkdir()
+    (data_dir / 'meta.json').write_text(json.dumps({'args': {'synth_seed': 3, 'synth_min_steps': 1,
+                                                             'synth_max_steps': 2, 'synth_digits': 1}}))
+    inside = gsm_synth.generate('test', 4, seed=3, min_steps=1, max_steps=2, digits=1)
+    (data_dir / 'test.jsonl').write_text(''.join(json.dumps(p) + '\n' for p in inside))
+    for k, v in dict(data='', split_size=3, gsm8k_data=str(tmp_path / 'test.jsonl')).items():
+        monkeypatch.setattr(bench, k, v)
+    sets = bench.synth_suite(str(data_dir))
+    assert list(sets) == list(gsm_synth.suite()) + ['real GSM8K']
+    assert [p['question'] for p in sets['in-distribution']] == [p['question'] for p in inside[:3]]
+    assert len(sets['real GSM8K']) == 6
+    assert {p['steps'] for p in sets['+1 step']} == {3} and {p['steps'] for p in sets['+2 steps']} == {4}
+    assert max(int(n) for p in sets['+1 digit'] for n in re.findall(r'\d+', p['question'])) >= 10
+    assert sets['+1 digit'] == gsm_synth.generate('test', 3, seed=3, min_steps=1, max_steps=2, digits=2)
+    rec = bench.bench_eval('gsm_synth')
+    assert rec['figure'] == 'final-answer' and rec['problems'] == 7 * 3 + 3 + 6 and list(rec['results']) == list(sets)
+    assert all(r['final-answer']['problems'] == len(sets[k]) for k, r in rec['results'].items())
+    lines = [json.loads(x) for x in open(run / 'gsm_synth_chat.jsonl')]
+    assert [x['split'] for x in lines] == [k for k, ps in sets.items() for _ in ps]
+    out = capsys.readouterr().out
+    assert '| split | what changes | accuracy |' in out and '| +2 steps | two more steps than training |' in out
+    assert '| real GSM8K |' in out
 
 
 def test_eval_errors(run, monkeypatch, tmp_path):

@@ -105,7 +105,7 @@ def test_long_prompts_say_what_they_cut(tmp):
 
 def test_defaults_and_small_errors(tmp):
     p = run('bench.py', '--out_dir=run', '--limit=2', '--max_new_tokens=4', cwd=tmp)  # the default task: gsm_synth
-    assert 'gsm_synth' in p.stdout and '2 problems' in p.stdout
+    assert 'gsm_synth generalization' in p.stdout and '| in-distribution |' in p.stdout and ' / 2 |' in p.stdout
     p = run('bench_perf.py', '--task=wkv', cwd=tmp, check=False)
     assert p.returncode == 1 and p.stderr.strip() == ("bench_perf.py: error: this file holds bench.py's performance "
                                                       "tasks; run them with python bench.py --task=wkv")

@@ -248,6 +248,121 @@ def test_gsm_synth_scratch_columns_give_the_result():
         assert quoted == re.split(r'(?<=[.?]) ', p['question'])[1:-1] and len(quoted) == p['steps']
 
 
+def synth_sentence_patterns():
+    """{(kind, i, j): regex} of every step sentence gsm_synth can write (verb phrase i of an operation in frame j), and
+    the patterns of the start, question and distractor sentences, seen and held out: built from the pools' text only,
+    so that a question can be read back without the generator's code."""
+    alt = lambda xs: '(?:' + '|'.join(re.escape(x) for x in xs) + ')'  # noqa: E731
+    names = [n for n, _, _ in gsm_synth.NAMES + gsm_synth.TEST_NAMES]
+    slots = {'n': r'(?P<n>\d+)', 'a': r'(?P<a>\d+)', 'b': r'(?P<b>\d+)', 'k': r'(?P<k>\d+)', 'age': r'\d+',
+             'word': r'(?P<word>twice|three times|\d+ times)', 'name': f'(?P<name>{alt(names)})',
+             'other': f'(?P<other>{alt(names)})',
+             'he': '(?:he|she)', 'He': '(?:He|She)', 'his': '(?:his|her)', 'His': '(?:His|Her)',
+             'item': alt(gsm_synth.ITEMS + gsm_synth.TEST_ITEMS), 'item2': alt(gsm_synth.ITEMS + gsm_synth.TEST_ITEMS),
+             'friend': alt(gsm_synth.FRIENDS + gsm_synth.TEST_FRIENDS),
+             'box': alt(gsm_synth.CONTAINERS + gsm_synth.TEST_CONTAINERS)}
+
+    def pattern(template):  # a slot's second use: the same text as its first
+        out, pos, done = '', 0, set()
+        for m in re.finditer(r'\{(\w+)\}', template):
+            out += re.escape(template[pos:m.start()]) + (f'(?P={m[1]})' if m[1] in done and '?P<' in slots[m[1]]
+                                                         else slots[m[1]])
+            done.add(m[1])
+            pos = m.end()
+        return out + re.escape(template[pos:])
+    steps = {(kind, i, j): pattern(frame.replace('{vp}', vp))
+             for kind, vps in gsm_synth.VERB_PHRASES.items() for i, vp in enumerate(vps)
+             for j, frame in enumerate(gsm_synth.FRAMES)}
+    other = {(what, held, t): pattern(t) for what, seen, test in (
+        ('start', gsm_synth.STARTS, gsm_synth.TEST_STARTS), ('question', gsm_synth.QUESTIONS, gsm_synth.TEST_QUESTIONS),
+        ('noise', gsm_synth.DISTRACTORS, gsm_synth.TEST_DISTRACTORS)) for held, ts in ((False, seen), (True, test))
+        for t in ts}
+    return steps, other
+
+
+def solve_synth(question, steps, other):
+    """A problem's answer read from its question text alone: each sentence matched to exactly one pattern (about the
+    person the question asks about, or, for a distractor, another one), the start number, then each step's
+    operation; returns (answer, [(kind, i, j) of each step], [other patterns used])."""
+    sents = re.split(r'(?<=[.?]) (?=[A-Z])', question)
+    asked = next(m['name'] for s in sents for k, p in other.items() if k[0] == 'question'
+                 for m in [re.fullmatch(p, s)] if m)
+
+    def fits(p, sent):
+        m = re.fullmatch(p, sent)
+        return m is not None and m.groupdict().get('name', asked) == asked and m.groupdict().get('other') != asked
+    total, kinds, used = None, [], []
+    for sent in sents:
+        hits = [k for k, p in steps.items() if fits(p, sent)]
+        more = [k for k, p in other.items() if fits(p, sent)]
+        assert len(hits) + len(more) == 1, (sent, hits, more)
+        if more:
+            used.append(more[0])
+            if more[0][0] == 'start':
+                total = int(re.search(r'\d+', sent).group())
+            continue
+        m, (kind, i, j) = re.fullmatch(steps[hits[0]], sent), hits[0]
+        kinds.append(hits[0])
+        if kind == '+':
+            total += int(m['n'])
+        elif kind == 'bags':
+            total += int(m['a']) * int(m['b'])
+        elif kind == '-':
+            total -= int(m['n'])
+        elif kind == '*':
+            total *= {'twice': 2, 'three times': 3}.get(m['word']) or int(m['word'].split()[0])
+        else:
+            assert total % int(m['k']) == 0
+            total //= int(m['k'])
+    return total, kinds, used
+
+
+def test_gsm_synth_v4_answers_from_the_question_alone_and_held_out_factors():
+    steps, other = synth_sentence_patterns()
+    train = gsm_synth.generate('train', 1500, seed=5, distractors=0.3, question_first=0.3)
+    assert train == gsm_synth.generate('train', 1500, seed=5, distractors=0.3, question_first=0.3)
+    train_q = {p['question'] for p in train}
+    suite = gsm_synth.suite(max_steps=4, digits=2)
+    assert list(suite) == ['in-distribution', 'unseen wording', '+1 step', '+2 steps', '+1 digit', 'distractors',
+                           'question first', 'all combined']
+    held_names = {n for n, _, _ in gsm_synth.TEST_NAMES}
+    held_words = held_names | set(gsm_synth.TEST_ITEMS) | set(gsm_synth.TEST_FRIENDS) | set(gsm_synth.TEST_CONTAINERS)
+    for name, kw in [('train', {})] + list(suite.items()):
+        probs = train if name == 'train' else gsm_synth.generate('test', 150, seed=5, **kw)
+        unseen = kw.get('wording') == 'unseen'
+        for p in probs:
+            total, kinds, used = solve_synth(p['question'], steps, other)
+            assert str(total) == p['answer'].rsplit('#### ', 1)[1] and len(kinds) == p['steps'], p
+            assert all(gsm_synth.unseen_combo(i, j) == unseen for _, i, j in kinds)  # sentence shapes held out or not
+            assert all(held == unseen for _, held, _ in used)
+            assert any(re.search(rf'\b{w}\b', p['question']) for w in held_words) == unseen
+            assert all(int(n) < 10 ** kw.get('digits', 2) for n in re.findall(r'\d+', p['question']))
+            chain = re.findall(r'<<(\d+)([-+*/])(\d+)=(\d+)>>', p['answer'])  # the working's own arithmetic, checked
+            assert all(int(c) == {'+': int(a) + int(b), '-': int(a) - int(b), '*': int(a) * int(b),
+                                  '/': int(a) // int(b) if int(a) % int(b) == 0 else -1}[op] for a, op, b, c in chain)
+            assert 0 < int(chain[-1][3]) < 10 ** (kw.get('digits', 2) + 1)
+        if name == 'train':
+            continue
+        assert not {p['question'] for p in probs} & train_q and all(gsm_synth.split_of(p['question']) == 'test'
+                                                                     for p in probs)
+        n_steps = {p['steps'] for p in probs}
+        assert n_steps == {'+1 step': {5}, '+2 steps': {6}, 'all combined': {5, 6}}.get(name, {2, 3, 4}), name
+        if 'digit' in name or name == 'all combined':
+            assert any(len(n) == 3 for p in probs for n in re.findall(r'\d+', p['question']))
+        noisy = sum(any(w == 'noise' for w, _, _ in solve_synth(p['question'], steps, other)[2]) for p in probs)
+        assert noisy == (len(probs) if name in ('distractors', 'all combined') else 0), name
+        first = sum(p['question'].split('. ')[0].startswith(('How many', 'At the end, how', 'In the end')) for p in probs)
+        assert first == (len(probs) if name in ('question first', 'all combined') else 0), name
+    # training reads every verb phrase and every frame, and none of the held-out names, items or sentence shapes
+    seen = {k for p in train for k in solve_synth(p['question'], steps, other)[1]}
+    assert {(k, i) for k, i, _ in seen} == {(k, i) for k in gsm_synth.VERB_PHRASES
+                                              for i in range(len(gsm_synth.VERB_PHRASES[k]))}
+    assert {j for _, _, j in seen} == set(range(len(gsm_synth.FRAMES)))
+    assert not any(re.search(rf'\b{w}\b', q) for q in train_q for w in held_words)
+    with pytest.raises(ValueError, match="'unseen' for the test split"):
+        gsm_synth.generate('train', 5, wording='unseen')
+
+
 # ---------------------------------------------------------------------------- packing and length bands
 def test_pack_examples_never_splits():
     from data import pack_examples
