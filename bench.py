@@ -170,7 +170,7 @@ def synth_suite(data_dir):
     meta = os.path.join(data_dir, 'meta.json')
     args = json.load(open(meta)).get('args', {}) if os.path.isfile(meta) else {}
     n = limit or split_size
-    keys = ('min_steps', 'max_steps', 'digits', 'distractors', 'question_first')
+    keys = ('min_steps', 'max_steps', 'digits', 'distractors', 'question_first', 'made_up')
     sets = {name: gsm_synth.generate('test', n, args.get('synth_seed', 0), **kw)
             for name, kw in gsm_synth.suite(**{k: args[f'synth_{k}'] for k in keys if f'synth_{k}' in args}).items()}
     if os.path.isfile(os.path.join(data_dir, 'test.jsonl')):

@@ -88,6 +88,19 @@ SPLITS = {'test': range(0, 5), 'val': range(5, 10), 'train': range(10, 100)}
 WORDINGS = ('seen', 'unseen')
 
 
+def made_up_word(rng, syllables, taken=()):
+    """A pronounceable word of `syllables` consonant-vowel(-consonant) syllables that is not in `taken`: a name or an
+    item no pool has, so that a model trained on many of them learns to copy words rather than to know them."""
+    while True:
+        w = ''.join(rng.choice('bdfgklmnprstvz') + rng.choice('aeiou') + rng.choice(['', '', 'n', 'r', 'l'])
+                    for _ in range(syllables))
+        if w not in taken and w.capitalize() not in taken:
+            return w
+
+
+HELD_OUT = {n for n, _, _ in TEST_NAMES} | set(TEST_ITEMS)  # made-up words are never these
+
+
 def unseen_combo(i, j):
     """Whether verb phrase i in frame j is held out for wording='unseen' (about a quarter of the pairs; every verb
     phrase and every frame is in some pair that training sees)."""
@@ -137,14 +150,18 @@ def columns(a, op, b):
 
 
 def make_problem(rng, n_steps, digits=2, wording='seen', distractors=0.0, question_first=0.0, ops=OPS,
-                 scratch=False):
+                 scratch=False, made_up=0.0):
     """One problem of n_steps operations on a running total: {'question', 'answer', 'steps'}. The numbers a sentence
     gives have at most `digits` digits, the running total at most digits + 1; wording 'seen' draws the names, items
     and sentence shapes that training uses, 'unseen' only the held-out ones; `distractors` irrelevant sentences with
-    numbers (a fraction: that chance of one more); the question sentence first with chance question_first."""
+    numbers (a fraction: that chance of one more); the question sentence first with chance question_first; with
+    chance made_up (seen wording only) the name and the item are made-up words (made_up_word)."""
     held = wording == 'unseen'
     name, he, his = rng.choice(TEST_NAMES if held else NAMES)
     item = rng.choice(TEST_ITEMS if held else ITEMS)
+    if made_up and not held and rng.random() < made_up:
+        name, item = made_up_word(rng, rng.randint(2, 3), HELD_OUT).capitalize(), made_up_word(rng, 2, HELD_OUT) + 's'
+        he, his = rng.choice([('she', 'her'), ('he', 'his')])
     friends, boxes = (TEST_FRIENDS, TEST_CONTAINERS) if held else (FRIENDS, CONTAINERS)
     top, cap = 10 ** digits - 1, 10 ** (digits + 1) - 1  # the largest number said, the largest total
     total = rng.randint(5, top)
@@ -207,7 +224,7 @@ def make_problem(rng, n_steps, digits=2, wording='seen', distractors=0.0, questi
 
 
 def generate(split, n, seed=0, min_steps=2, max_steps=4, digits=2, wording='seen', distractors=0.0, question_first=0.0,
-             ops=OPS, scratch=False):
+             ops=OPS, scratch=False, made_up=0.0):
     """n distinct problems of `split` ('train' | 'val' | 'test'), the same for the same arguments (make_problem says
     what they mean). `ops`: the operations each step draws from (among those valid for the running total); one
     written twice is drawn twice as often. wording='unseen' is for the test split only. Raises ValueError for a
@@ -228,20 +245,20 @@ def generate(split, n, seed=0, min_steps=2, max_steps=4, digits=2, wording='seen
         if tries > 1000 * n + 10000:
             raise ValueError(f"could not find {n} distinct {split} problems with these settings: widen them")
         p = make_problem(rng, rng.randint(min_steps, max_steps), digits, wording, distractors, question_first, ops,
-                         scratch)
+                         scratch, made_up)
         if p['question'] not in seen and split_of(p['question']) == split:
             seen.add(p['question'])
             out.append(p)
     return out
 
 
-def suite(min_steps=2, max_steps=4, digits=2, distractors=0.0, question_first=0.0):
+def suite(min_steps=2, max_steps=4, digits=2, distractors=0.0, question_first=0.0, made_up=0.0):
     """The generalization benchmark of a model trained on generate()'s problems with these settings: {split name:
     generate() keyword arguments}, each split of the test split. In-distribution: the training settings; then one
     held-out factor at a time (wording, one and two more steps than training's most, one more digit, a distractor
     in every problem, the question first), then all of them at once."""
     base = dict(min_steps=min_steps, max_steps=max_steps, digits=digits, distractors=distractors,
-                question_first=question_first)
+                question_first=question_first, made_up=made_up)
     return {'in-distribution': base,
             'unseen wording': dict(base, wording='unseen'),
             '+1 step': dict(base, min_steps=max_steps + 1, max_steps=max_steps + 1),

@@ -85,6 +85,7 @@ synth_max_steps = 4
 synth_digits = 2          # gsm_synth: numbers in a question have at most this many digits, running totals one more
 synth_distractors = 0.0   # gsm_synth: irrelevant sentences with numbers per problem (0.3: one in 30% of problems)
 synth_question_first = 0.0  # gsm_synth: the share of problems that ask their question first
+synth_made_up = 0.0       # gsm_synth: the share of problems whose name and item are made-up words (never a held-out one)
 synth_scratch = True      # gsm_synth: write each computation out digit by digit (gsm_synth.columns) in the reasoning
 synth_train_ops = '+-*/'  # gsm_synth: the operations the train split draws from (val and test: always '+-*/');
                           # an operation written twice is drawn twice as often
@@ -246,7 +247,7 @@ def chat_records():
             ops = synth_train_ops if sp == 'train' else gsm_synth.OPS
             for i, p in enumerate(gsm_synth.generate(sp, n, synth_seed, synth_min_steps, synth_max_steps, synth_digits,
                                                      distractors=synth_distractors, question_first=synth_question_first,
-                                                     ops=ops, scratch=synth_scratch)):
+                                                     ops=ops, scratch=synth_scratch, made_up=synth_made_up)):
                 yield sp, f"gsm_synth {sp} {i}", p
         return
     def train_or_val(n):  # every (1/val_fraction)-th training record goes to val
@@ -383,9 +384,11 @@ def main():
             raise ConfigError(f"{k} must be 0 or more, got {globals()[k]}")
     if not 0 <= synth_min_steps <= synth_max_steps:
         raise ConfigError(f"need 0 <= synth_min_steps <= synth_max_steps, got {synth_min_steps} and {synth_max_steps}")
-    if not 1 <= synth_digits <= 5 or synth_distractors < 0 or not 0 <= synth_question_first <= 1:
+    if not 1 <= synth_digits <= 5 or synth_distractors < 0 or not 0 <= synth_question_first <= 1 \
+            or not 0 <= synth_made_up <= 1:
         raise ConfigError(f"need 1 <= synth_digits <= 5 (got {synth_digits}), synth_distractors >= 0 (got "
-                          f"{synth_distractors}) and 0 <= synth_question_first <= 1 (got {synth_question_first})")
+                          f"{synth_distractors}), 0 <= synth_question_first <= 1 (got {synth_question_first}) and "
+                          f"0 <= synth_made_up <= 1 (got {synth_made_up})")
     if sorted(set(synth_train_ops)) != sorted(gsm_synth.OPS):
         raise ConfigError(f"synth_train_ops '{synth_train_ops}' must hold each of {gsm_synth.OPS} (the test mix) and "
                           f"nothing else; repeat one to draw it more often, e.g. '+-*//'")
@@ -413,7 +416,7 @@ def main():
                                    'keep_calc', 'max_examples', 'no_reasoning', 'skip_bad', 'synth_train', 'synth_val',
                                    'synth_test', 'synth_seed',
                                    'synth_min_steps', 'synth_max_steps', 'synth_digits', 'synth_distractors',
-                                   'synth_question_first', 'synth_scratch', 'synth_train_ops')}
+                                   'synth_question_first', 'synth_made_up', 'synth_scratch', 'synth_train_ops')}
     if dataset == 'gsm_synth':  # data from an older generator is prepared again
         args['synth_version'] = gsm_synth.VERSION
     if os.path.exists(data_dir) and not os.path.isdir(data_dir):

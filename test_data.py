@@ -363,6 +363,19 @@ def test_gsm_synth_v4_answers_from_the_question_alone_and_held_out_factors():
         gsm_synth.generate('train', 5, wording='unseen')
 
 
+def test_gsm_synth_made_up_words_are_new_and_never_held_out():
+    rng = random.Random(0)
+    words = {gsm_synth.made_up_word(rng, 2, gsm_synth.HELD_OUT) for _ in range(20000)}
+    assert len(words) > 3000 and not words & {w.lower() for w in gsm_synth.HELD_OUT}
+    pools = {n for n, _, _ in gsm_synth.NAMES + gsm_synth.TEST_NAMES} | set(gsm_synth.ITEMS + gsm_synth.TEST_ITEMS)
+    probs = gsm_synth.generate('train', 300, seed=2, made_up=1.0)
+    assert probs == gsm_synth.generate('train', 300, seed=2, made_up=1.0)
+    assert gsm_synth.generate('train', 50, seed=2) == gsm_synth.generate('train', 50, seed=2, made_up=0.0)
+    for p in probs:  # 'How many <item> does <Name> have ...?': both made up
+        item, name = re.search(r'How many (\w+) does (\w+) have', p['question']).groups()
+        assert item not in pools and name not in pools and item[:-1].isalpha() and name.istitle(), p['question']
+
+
 # ---------------------------------------------------------------------------- packing and length bands
 def test_pack_examples_never_splits():
     from data import pack_examples
