@@ -32,6 +32,17 @@ number in the question and 405 + 75 = 480 in one go are not. Each `=` does one o
 carry, the borrow and the multiplication's carry are chained on (`0+7=7+1=8`, `6-8=-2+10=8`, `4*9=36+4=40`), and long
 division writes the remainder as a subtraction (`29/6=4 r29-24=5`). Errors of a 1.2M-parameter Llama after 1800
 steps, per column step: a 3-operand fact in one go (`4*9+4=40`) 62%, chained (`4*9=36+4=40`) 13%.
+
+`walk=True` (walk_lines) quotes every sentence of the question in order, the start, distractors and the question
+included, each followed by what it does, and writes no name or item of its own:
+
+    Ivy has 405 eggs.
+    Start: 405.
+    She finds 75 more eggs.
+    405+75: 5+5=10, 0+7=7+1=8, 4+0=4.
+    Total: 405 + 75 = <<405+75=480>>480.
+    How many eggs does Ivy have now?
+    The question.
 """
 
 import hashlib
@@ -83,17 +94,19 @@ TEST_QUESTIONS = ['How many {item} does {name} have in the end?', 'At the end, h
 DISTRACTORS = ['{other} has {n} {item}.', '{name} is {age} years old.', "{other}'s shelf holds {n} {item2}."]
 TEST_DISTRACTORS = ['{other} is {age} years old.', '{name} walks {age} minutes to the park.', '{other} finds {n} {item2}.']
 OPS = '+-*/'
-VERSION = 4  # of the generated text: bump it on a change, so that prepare.py renders existing data again
+VERSION = 5  # of the generated text: bump it on a change, so that prepare.py renders existing data again (5: made-up
+             # words over the whole alphabet; the default data is the same as 4's)
 SPLITS = {'test': range(0, 5), 'val': range(5, 10), 'train': range(10, 100)}
 WORDINGS = ('seen', 'unseen')
 
 
 def made_up_word(rng, syllables, taken=()):
-    """A pronounceable word of `syllables` consonant-vowel(-consonant) syllables that is not in `taken`: a name or an
-    item no pool has, so that a model trained on many of them learns to copy words rather than to know them."""
+    """A pronounceable word of `syllables` (consonant-)vowel(-consonant) syllables over the whole alphabet that is
+    not in `taken`: a name or an item no pool has, so that a model trained on many of them learns to copy words,
+    whatever their letters and so whatever tokens they split into, rather than to know them."""
     while True:
-        w = ''.join(rng.choice('bdfgklmnprstvz') + rng.choice('aeiou') + rng.choice(['', '', 'n', 'r', 'l'])
-                    for _ in range(syllables))
+        w = ''.join(rng.choice(list('bcdfghjklmnpqrstvwxz') + ['', 'ch', 'th']) + rng.choice('aeiouy')
+                    + rng.choice(['', '', 'n', 'r', 'l', 's', 'c', 'q', 'x']) for _ in range(syllables))
         if w not in taken and w.capitalize() not in taken:
             return w
 
@@ -150,12 +163,13 @@ def columns(a, op, b):
 
 
 def make_problem(rng, n_steps, digits=2, wording='seen', distractors=0.0, question_first=0.0, ops=OPS,
-                 scratch=False, made_up=0.0):
+                 scratch=False, made_up=0.0, walk=False):
     """One problem of n_steps operations on a running total: {'question', 'answer', 'steps'}. The numbers a sentence
     gives have at most `digits` digits, the running total at most digits + 1; wording 'seen' draws the names, items
     and sentence shapes that training uses, 'unseen' only the held-out ones; `distractors` irrelevant sentences with
     numbers (a fraction: that chance of one more); the question sentence first with chance question_first; with
-    chance made_up (seen wording only) the name and the item are made-up words (made_up_word)."""
+    chance made_up (seen wording only) the name and the item are made-up words (made_up_word). walk=True: the
+    reasoning quotes every sentence of the question in order (see walk_lines)."""
     held = wording == 'unseen'
     name, he, his = rng.choice(TEST_NAMES if held else NAMES)
     item = rng.choice(TEST_ITEMS if held else ITEMS)
@@ -174,6 +188,7 @@ def make_problem(rng, n_steps, digits=2, wording='seen', distractors=0.0, questi
         return FRAMES[j].format(**fill, vp=vp)
 
     body = [rng.choice(TEST_STARTS if held else STARTS).format(n=total, **fill)]
+    start = total
     lines, first = [], []  # first: the index of each step's first solution line
     for _ in range(n_steps):
         first.append(len(lines))
@@ -209,22 +224,56 @@ def make_problem(rng, n_steps, digits=2, wording='seen', distractors=0.0, questi
             body.append(say('/', k=k))
             lines.append(f"One of {k} equal parts is {total} / {k} = <<{total}/{k}={total // k}>>{total // k}.")
             total //= k
-    if scratch:  # each step's sentence quoted, then the column working of each computation on the line before it
+    calcs = [re.search(r'<<(\d+)([-+*/])(\d+)=(\d+)>>', line).groups() for line in lines]
+    if scratch and not walk:  # each step's sentence quoted, then the column working of each computation before it
         lines = [(body[1 + first.index(i)] + '\n' if i in first else '') + f"{columns(int(a), op, int(b))}\n{line}"
-                 for i, line in enumerate(lines) for a, op, b in [re.search(r'<<(\d+)([-+*/])(\d+)=', line).groups()]]
+                 for i, line in enumerate(lines) for a, op, b, _ in [calcs[i]]]
+    roles = ['start'] + [s for s in range(n_steps)]  # what each sentence of body is: 'start', a step, 'noise'
     n_noise = int(distractors) + (rng.random() < distractors - int(distractors))
     people = [p for p in (TEST_NAMES if held else NAMES) if p[0] != name]
     for _ in range(n_noise):  # anywhere among the sentences before the question
         noise = rng.choice(TEST_DISTRACTORS if held else DISTRACTORS).format(
             other=rng.choice(people)[0], n=rng.randint(2, top), age=rng.randint(6, 70), item2=rng.choice(TEST_ITEMS if held else ITEMS), **fill)
-        body.insert(rng.randint(0, len(body)), noise)
+        at = rng.randint(0, len(body))
+        body.insert(at, noise)
+        roles.insert(at, 'noise')
     question = rng.choice(TEST_QUESTIONS if held else QUESTIONS).format(**fill)
-    text = [question] + body if rng.random() < question_first else body + [question]
-    return {'question': ' '.join(text), 'answer': '\n'.join(lines) + f"\n#### {total}", 'steps': n_steps}
+    if rng.random() < question_first:
+        body, roles = [question] + body, ['question'] + roles
+    else:
+        body, roles = body + [question], roles + ['question']
+    if walk:
+        per_step = [calcs[f:t] for f, t in zip(first, first[1:] + [len(calcs)])]
+        lines = walk_lines(body, roles, start, per_step, scratch)
+    return {'question': ' '.join(body), 'answer': '\n'.join(lines) + f"\n#### {total}", 'steps': n_steps}
+
+
+def walk_lines(sentences, roles, start, per_step, scratch=True):
+    """The reasoning of walk=True: every sentence of the question quoted in order, each followed by what it does:
+    'Start: 54.' | its computations ('Total: 54 + 8 = <<54+8=62>>62.', a product of bags first as 'New: ...',
+    each after its column working when scratch) | 'Not a step.' (a distractor) | 'The question.'. Nothing of the
+    wording is written but the quotes, and the reasoning ends after the question's last sentence, so a reply tracks
+    where it is by what it last quoted, however many steps there are. Returns the lines (str)."""
+    out = []
+    for text, role in zip(sentences, roles):
+        out.append(text)
+        if role == 'start':
+            out.append(f"Start: {start}.")
+        elif role == 'noise':
+            out.append("Not a step.")
+        elif role == 'question':
+            out.append("The question.")
+        else:
+            for j, (a, op, b, r) in enumerate(per_step[role]):
+                if scratch:
+                    out.append(columns(int(a), op, int(b)))
+                new = j + 1 < len(per_step[role])  # a bag product before its sum
+                out.append(f"{'New' if new else 'Total'}: {a} {op} {b} = <<{a}{op}{b}={r}>>{r}.")
+    return out
 
 
 def generate(split, n, seed=0, min_steps=2, max_steps=4, digits=2, wording='seen', distractors=0.0, question_first=0.0,
-             ops=OPS, scratch=False, made_up=0.0):
+             ops=OPS, scratch=False, made_up=0.0, walk=False):
     """n distinct problems of `split` ('train' | 'val' | 'test'), the same for the same arguments (make_problem says
     what they mean). `ops`: the operations each step draws from (among those valid for the running total); one
     written twice is drawn twice as often. wording='unseen' is for the test split only. Raises ValueError for a
@@ -245,7 +294,7 @@ def generate(split, n, seed=0, min_steps=2, max_steps=4, digits=2, wording='seen
         if tries > 1000 * n + 10000:
             raise ValueError(f"could not find {n} distinct {split} problems with these settings: widen them")
         p = make_problem(rng, rng.randint(min_steps, max_steps), digits, wording, distractors, question_first, ops,
-                         scratch, made_up)
+                         scratch, made_up, walk)
         if p['question'] not in seen and split_of(p['question']) == split:
             seen.add(p['question'])
             out.append(p)

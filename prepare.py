@@ -87,6 +87,7 @@ synth_distractors = 0.0   # gsm_synth: irrelevant sentences with numbers per pro
 synth_question_first = 0.0  # gsm_synth: the share of problems that ask their question first
 synth_made_up = 0.0       # gsm_synth: the share of problems whose name and item are made-up words (never a held-out one)
 synth_scratch = True      # gsm_synth: write each computation out digit by digit (gsm_synth.columns) in the reasoning
+synth_walk = False        # gsm_synth: the reasoning quotes every sentence of the question in order (walk_lines)
 synth_train_ops = '+-*/'  # gsm_synth: the operations the train split draws from (val and test: always '+-*/');
                           # an operation written twice is drawn twice as often
 # -----------------------------------------------------------------------------
@@ -247,7 +248,8 @@ def chat_records():
             ops = synth_train_ops if sp == 'train' else gsm_synth.OPS
             for i, p in enumerate(gsm_synth.generate(sp, n, synth_seed, synth_min_steps, synth_max_steps, synth_digits,
                                                      distractors=synth_distractors, question_first=synth_question_first,
-                                                     ops=ops, scratch=synth_scratch, made_up=synth_made_up)):
+                                                     ops=ops, scratch=synth_scratch, made_up=synth_made_up,
+                                                     walk=synth_walk)):
                 yield sp, f"gsm_synth {sp} {i}", p
         return
     def train_or_val(n):  # every (1/val_fraction)-th training record goes to val
@@ -416,7 +418,8 @@ def main():
                                    'keep_calc', 'max_examples', 'no_reasoning', 'skip_bad', 'synth_train', 'synth_val',
                                    'synth_test', 'synth_seed',
                                    'synth_min_steps', 'synth_max_steps', 'synth_digits', 'synth_distractors',
-                                   'synth_question_first', 'synth_made_up', 'synth_scratch', 'synth_train_ops')}
+                                   'synth_question_first', 'synth_made_up', 'synth_scratch', 'synth_walk',
+                                   'synth_train_ops')}
     if dataset == 'gsm_synth':  # data from an older generator is prepared again
         args['synth_version'] = gsm_synth.VERSION
     if os.path.exists(data_dir) and not os.path.isdir(data_dir):

@@ -248,6 +248,44 @@ def test_gsm_synth_scratch_columns_give_the_result():
         assert quoted == re.split(r'(?<=[.?]) ', p['question'])[1:-1] and len(quoted) == p['steps']
 
 
+def test_gsm_synth_walk_quotes_every_sentence_in_order():
+    """walk=True: the same questions and answers; the reasoning quotes each sentence of the question in order, each
+    followed by what it does (the start, a step's computations chained on the running total, a distractor, the
+    question), with the column working before each computation when scratch."""
+    kw = dict(distractors=0.5, question_first=0.5, scratch=True)
+    for plain, walk in ((gsm_synth.generate('val', 80, seed=2, **kw), gsm_synth.generate('val', 80, seed=2, **kw,
+                                                                                        walk=True)),
+                        (gsm_synth.generate('test', 40, seed=3, wording='unseen', min_steps=5, max_steps=6),
+                         gsm_synth.generate('test', 40, seed=3, wording='unseen', min_steps=5, max_steps=6,
+                                            walk=True))):
+        for p, q in zip(plain, walk):
+            lines, answer = q['answer'].split('\n')[:-1], int(q['answer'].rsplit('#### ', 1)[1])
+            assert p['question'] == q['question'] and int(p['answer'].rsplit('#### ', 1)[1]) == answer
+            sentences = re.split(r'(?<=[.?]) ', q['question'])
+            tags = re.compile(r'(Start|Total|New): |Not a step\.$|The question\.$|\d+[-+*/]\d+: ')
+            quoted = [i for i, line in enumerate(lines) if not tags.match(line)]
+            assert [lines[i] for i in quoted] == sentences
+            roles = [lines[i + 1].split(':')[0].rstrip('.') if not re.match(r'\d', lines[i + 1]) else 'step'
+                     for i in quoted]
+            assert roles.count('Start') == 1 and roles.count('The question') == 1
+            assert roles.count('step') + roles.count('Total') + roles.count('New') == p['steps']
+            assert lines[quoted[sentences.index(next(s for s in sentences if s.endswith('?')))] + 1] == 'The question.'
+            total = None
+            for i, line in enumerate(lines):
+                if line.startswith('Start: '):
+                    total = int(line[7:-1])
+                m = re.fullmatch(r'(Total|New): (\d+) ([-+*/]) (\d+) = <<\2\3\4=(\d+)>>\5\.', line)
+                if m:
+                    a, op, b, r = int(m[2]), m[3], int(m[4]), int(m[5])
+                    assert r == {'+': a + b, '-': a - b, '*': a * b, '/': a // b}[op] and (op != '/' or a % b == 0)
+                    assert not kw['scratch'] or lines[i - 1] == gsm_synth.columns(a, op, b)
+                    if m[1] == 'Total':
+                        assert a == total
+                        total = r
+            assert total == answer
+        kw['scratch'] = False
+
+
 def synth_sentence_patterns():
     """{(kind, i, j): regex} of every step sentence gsm_synth can write (verb phrase i of an operation in frame j), and
     the patterns of the start, question and distractor sentences, seen and held out: built from the pools' text only,
