@@ -202,33 +202,40 @@ def eval_data(kind, run_cfg):
 
 
 # ---------------------------------------------------------------------------- batched generation
-def complete(model, tok, prompts, stop_ids, stop_strs=(), temp=0.0, gen=None):
-    """Completions (str) of prompts (lists of token ids, any lengths), generated together: left padding with an
-    attention mask (Llama: KV cache; RWKV-7: a batched recurrent state), one generate_stream. Each completion ends
-    before its first stop token or stop string; the batch stops once every row has."""
+def generate_ids(model, tok, prompts, stop_ids, max_new, temp=0.0, gen=None, top_p=None, stop_strs=(), device='cpu'):
+    """Completions of prompts (lists of token ids, any lengths), generated together: left padding with an attention
+    mask (Llama: KV cache; RWKV-7: a batched recurrent state), one generate_stream of at most max_new tokens, sampled
+    at temperature temp (0: greedy) and top_p with generator gen. A completion ends at its first stop token (kept:
+    a policy learns to stop) or stop string; the batch stops once every row has. Returns (ids, finished): the
+    completions' token ids (lists of int) and whether each ended on a stop (False: cut at max_new)."""
     Bn, Tn = len(prompts), max(map(len, prompts))
     idx = torch.full((Bn, Tn), tok.eot_id, dtype=torch.long)
     mask = torch.zeros(Bn, Tn, dtype=torch.bool)
     for b, p in enumerate(prompts):
         idx[b, Tn - len(p):], mask[b, Tn - len(p):] = torch.tensor(p, dtype=torch.long), True
     outs, done = [[] for _ in prompts], [False] * Bn
-    stream = model.generate_stream(idx.to(device), max_new_tokens, temp, stop_tokens=stop_ids, generator=gen,
+    stream = model.generate_stream(idx.to(device), max_new, temp, top_p=top_p, stop_tokens=stop_ids, generator=gen,
                                    vocab_limit=tok.vocab_size, attention_mask=mask.to(device))
     try:
         for nxt in stream:
             for b, t in enumerate(nxt.tolist()):
                 if done[b]:
                     continue
-                if t in stop_ids:
-                    done[b] = True
-                    continue
                 outs[b].append(t)
-                done[b] = any(s in tok.decode(outs[b][-32:]) for s in stop_strs)  # a stop string just completed
+                done[b] = t in stop_ids or any(s in tok.decode(outs[b][-32:]) for s in stop_strs)
             if all(done):
                 break
     finally:
         stream.close()
-    texts = [tok.decode(o) for o in outs]
+    return outs, done
+
+
+def complete(model, tok, prompts, stop_ids, stop_strs=(), temp=0.0, gen=None):
+    """Completions (str) of prompts (token id lists) by generate_ids with max_new_tokens: each ends before its first
+    stop token or stop string."""
+    outs, _ = generate_ids(model, tok, prompts, stop_ids, max_new_tokens, temp, gen, stop_strs=stop_strs,
+                           device=device)
+    texts = [tok.decode([t for t in o if t not in stop_ids]) for o in outs]
     for s in stop_strs:  # lm-eval keeps the text before the first stop string
         texts = [t.split(s)[0] for t in texts]
     return texts
@@ -245,14 +252,14 @@ def fit(model, ids):
     return ids[-(L - max_new_tokens):]
 
 
-def chat_ids(model, tok, question):
+def chat_ids(model, tok, question, max_new):
     """The chat prompt of question (chat.prompt), cut as sample.py cuts it (chat.fit_prompt: the system prompt stays,
-    the question's start goes) to a Llama's context less max_new_tokens, but never below half the context (a long
+    the question's start goes) to a Llama's context less max_new tokens, but never below half the context (a long
     reply then runs past block_size, see Llama.generate_stream). RWKV-7 has no limit. Returns (ids, whether cut)."""
     if not hasattr(model, 'layers'):
         return chat.prompt(tok, question), False
     L = model.config.block_size
-    ids, note = chat.fit_prompt(tok, question, max(L - max_new_tokens, L // 2))
+    ids, note = chat.fit_prompt(tok, question, max(L - max_new, L // 2))
     return ids, note is not None
 
 
@@ -281,7 +288,7 @@ def bench_eval(kind):
     figures = ('match',) if kind == 'custom' else FIGURES
     main = 'match' if kind == 'custom' else 'final-answer' if prompt == 'chat' else 'flexible-extract'
     if prompt == 'chat':
-        ids, cut = zip(*[chat_ids(model, tok, p['question']) for p in problems])
+        ids, cut = zip(*[chat_ids(model, tok, p['question'], max_new_tokens) for p in problems])
         texts, stop_strs = [tok.decode(i) for i in ids], []
         if any(cut):
             print(f"note: {sum(cut)} of {len(cut)} questions cut at the start to fit the model's context",
@@ -382,7 +389,7 @@ def bench_distill():
     with open(path, 'w', encoding='utf-8') as f:
         for i in tqdm(range(0, len(problems), per), desc='distill', file=sys.stderr):
             chunk = problems[i:i + per]
-            outs = complete(model, tok, [chat_ids(model, tok, p['question'])[0] for p in chunk
+            outs = complete(model, tok, [chat_ids(model, tok, p['question'], max_new_tokens)[0] for p in chunk
                                          for _ in range(num_samples)], stop_ids, (), temperature, gen)
             for j, p in enumerate(chunk):
                 gold = chat.gsm8k_parts(p['answer'])[1] if '####' in p['answer'] else p['answer']

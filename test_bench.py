@@ -214,19 +214,18 @@ class Scripted:
             yield torch.tensor([r[t] if t < len(r) else 0 for r in self.rows])
 
 
-def test_chat_prompts_are_cut_as_sample_cuts_them(monkeypatch):
+def test_chat_prompts_are_cut_as_sample_cuts_them():
     # a question too long for a Llama's context loses its start; the system prompt and the question's end stay
     tok, question = get_tokenizer('byte'), 'the start ' + 'q' * 900 + ' the end?'
-    monkeypatch.setattr(bench, 'max_new_tokens', 32)
     llama = Llama(LlamaConfig(n_layer=1, n_head=2, n_kv_head=1, n_embd=16, vocab_size=320, block_size=512))
-    ids, cut = bench.chat_ids(llama, tok, question)
+    ids, cut = bench.chat_ids(llama, tok, question, 32)
     assert cut and ids == chat.fit_prompt(tok, question, 512 - 32)[0] and len(ids) == 480
     text = tok.decode(ids)
     assert text.startswith(tok.decode(chat.prompt(tok, 'x')[:40])) and 'the start' not in text
     assert text.endswith(' the end?<|im_end|>\n<|im_start|>assistant\n')
-    assert bench.chat_ids(llama, tok, 'short?') == (chat.prompt(tok, 'short?'), False)
+    assert bench.chat_ids(llama, tok, 'short?', 32) == (chat.prompt(tok, 'short?'), False)
     rwkv = RWKV7(RWKV7Config(n_layer=1, n_embd=32, head_size=16, vocab_size=320, block_size=64))
-    assert bench.chat_ids(rwkv, tok, question) == (chat.prompt(tok, question), False)  # no context limit
+    assert bench.chat_ids(rwkv, tok, question, 32) == (chat.prompt(tok, question), False)  # no context limit
 
 
 def test_complete_stop_strings_and_tokens(monkeypatch):
