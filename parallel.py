@@ -7,12 +7,14 @@ loop's own collectives (the step's loss, the stop flag) stay in train.py, where 
     init(device)                                     # NCCL on CUDA, gloo on the CPU
     shard(model, model.layers, 'cuda', world_size)   # FSDP2: each block a unit, then the rest
     weights, opt = full_state(model, optimizer)      # every rank calls it; rank 0 gets the tensors on the CPU
+    stop = StopFlag('saving a checkpoint at the end of this iteration')  # Ctrl-C / SIGTERM: stop.requested
 
 A checkpoint of a sharded run is the same file as one process's: full tensors, tied weights one tensor, the optimizer
 state keyed by parameter index (as optimizer.state_dict() keys it).
 """
 
 import os
+import signal
 import sys
 
 import torch
@@ -91,6 +93,23 @@ def load_full_state(model, optimizer, ck, weights=True):
     if weights:
         dsd.set_model_state_dict(model, ck['model'], options=full)
     dsd.set_optimizer_state_dict(model, optimizer, _rekey(ck['optimizer'], _names(model, optimizer)), options=full)
+
+
+class StopFlag:
+    """Ctrl-C or SIGTERM (torchrun passes them on to every process): the first sets .requested (the loop then saves
+    and leaves; it shares the flag with the other ranks itself) and prints 'stopping: <what>'; a second one raises
+    KeyboardInterrupt, to quit at once."""
+
+    def __init__(self, what):
+        self.requested, self.what = False, what
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, self.handle)
+
+    def handle(self, signum, frame):
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        print(f"\nstopping: {self.what} (Ctrl-C again to quit now)")
 
 
 def leave(code):

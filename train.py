@@ -19,7 +19,6 @@ import json
 import math
 import os
 import random
-import signal
 import sys
 import time
 from contextlib import nullcontext
@@ -370,19 +369,8 @@ if master_process:
         wandb.init(project=wandb_project, name=wandb_run_name, config=config)
 
 # Ctrl-C or SIGTERM (torchrun passes them on): finish the current iteration, save, exit. A second one stops at once.
-stop_signal, stop_requested = False, False  # this process got a signal; some process got one (all ranks agree)
-
-
-def request_stop(signum, frame):
-    global stop_signal
-    if stop_signal:
-        raise KeyboardInterrupt
-    stop_signal = True
-    print("\nstopping: saving a checkpoint at the end of this iteration (Ctrl-C again to quit now)")
-
-
-for sig in (signal.SIGINT, signal.SIGTERM):
-    signal.signal(sig, request_stop)
+stop_signal = parallel.StopFlag('saving a checkpoint at the end of this iteration')  # this process got one
+stop_requested = False  # some process got one (all ranks agree)
 
 # ---------------------------------------------------------------------------- the loop
 start_iter, t_start, t0, last_log, bad_steps, truncated_all = iter_num, time.time(), time.time(), iter_num, 0, 0
@@ -437,7 +425,7 @@ while True:
             loss = loss * (n / total) if n else logits.sum() * 0.0  # and it adds nothing (the backward still runs)
         scaler.scale(loss * ddp_world_size).backward()  # DDP, FSDP average the ranks' gradients; we want a sum
         step_loss += loss.detach()
-    stats = torch.stack([step_loss, torch.tensor(float(stop_signal), device=device),
+    stats = torch.stack([step_loss, torch.tensor(float(stop_signal.requested), device=device),
                          torch.tensor(float(data.truncated), device=device)])
     if ddp:  # the step's loss over all ranks; whether any rank was asked to stop
         torch.distributed.all_reduce(stats)
