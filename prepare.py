@@ -87,7 +87,8 @@ synth_distractors = 0.0   # gsm_synth: irrelevant sentences with numbers per pro
 synth_question_first = 0.0  # gsm_synth: the share of problems that ask their question first
 synth_made_up = 0.0       # gsm_synth: the share of problems whose name and item are made-up words (never a held-out one)
 synth_scratch = True      # gsm_synth: write each computation out digit by digit (gsm_synth.columns) in the reasoning
-synth_walk = False        # gsm_synth: the reasoning quotes every sentence of the question in order (walk_lines)
+synth_walk = True         # gsm_synth: the reasoning quotes every sentence of the question in order (walk_lines);
+                          # False: only each step's sentence, then solution lines with the name and the item
 synth_train_ops = '+-*/'  # gsm_synth: the operations the train split draws from (val and test: always '+-*/');
                           # an operation written twice is drawn twice as often
 # -----------------------------------------------------------------------------

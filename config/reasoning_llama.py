@@ -1,5 +1,6 @@
 # The README's main job: a small Llama trained from scratch on gsm_synth (generated GSM8K-style problems whose
-# reasoning quotes each step's sentence and works each computation out digit by digit) in ~15 minutes on 2 CPU cores.
+# reasoning walks through every sentence of the question and works each computation out digit by digit) in ~15
+# minutes on 2 CPU cores.
 # python prepare.py && python train.py config/reasoning_llama.py
 # python bench.py --task=gsm_synth --out_dir=out-reasoning-llama --max_new_tokens=480   (replies run to ~440 tokens)
 out_dir = 'out-reasoning-llama'
