@@ -56,7 +56,6 @@ group_size = 8              # replies sampled per problem (a group: advantages a
 gen_prompts = 0             # problems per generation batch (0 = prompts_per_step); torchrun: each process whole batches
 max_new_tokens = 512        # per reply (a Llama's also end at its context); a reply cut gets malformed_reward
 temperature = 1.0
-top_p = 1.0
 # objective
 learning_rate = 1e-4        # AdamW, constant after warmup_iters
 warmup_iters = 0
@@ -180,6 +179,7 @@ if __name__ == '__main__':
                             save_run_file)
     from configurator import ConfigError, configure, pick_device, pick_dtype
     from gsm8k_eval import official_extract
+    from optim import make_optimizer
 
     sys.stdout.reconfigure(line_buffering=True)
     if os.environ.get('RANK', '0') != '0':
@@ -196,16 +196,19 @@ if __name__ == '__main__':
         device = parallel.local_device(device, local_rank) if ddp else device
         device_type = device.split(':')[0]
         dtype = pick_dtype(dtype, device_type)
-        gen_prompts = gen_prompts or prompts_per_step
         if group_size < 2:
             raise ConfigError(f"group_size must be at least 2 (got {group_size}): advantages compare the replies to "
                               f"one problem")
+        if temperature <= 0 or min(max_new_tokens, ppo_epochs, micro_batch, eval_problems, eval_interval,
+                                   synth_problems) < 1 or min(max_iters, warmup_iters, gen_prompts, kl_coef) < 0 \
+                or clip_eps <= 0:
+            raise ConfigError(f"need temperature > 0 (got {temperature}: RL samples), clip_eps > 0 (got {clip_eps}), "
+                              f"max_new_tokens, ppo_epochs, micro_batch, eval_problems, eval_interval and "
+                              f"synth_problems >= 1, max_iters, warmup_iters, gen_prompts and kl_coef >= 0")
+        gen_prompts = gen_prompts or prompts_per_step
         if prompts_per_step < 1 or prompts_per_step % gen_prompts or (prompts_per_step // gen_prompts) % world:
             raise ConfigError(f"prompts_per_step ({prompts_per_step}) must be a multiple of gen_prompts "
                               f"({gen_prompts}) times the number of processes ({world})")
-        if temperature <= 0 or not 0 < top_p <= 1 or max_new_tokens < 1 or ppo_epochs < 1 or micro_batch < 1:
-            raise ConfigError(f"need temperature > 0 (got {temperature}: RL samples), 0 < top_p <= 1 (got {top_p}), "
-                              f"max_new_tokens, ppo_epochs and micro_batch >= 1")
         if loss_norm not in ('token', 'sequence', 'constant'):
             raise ConfigError(f"loss_norm must be token, sequence or constant, not '{loss_norm}'")
         if dtype == 'float16':
@@ -232,13 +235,19 @@ if __name__ == '__main__':
                                       f"with --init_from=<SFT run> first, or fix --out_dir")
             start = resume['rl_start']
         else:
-            start = init_from if os.path.isfile(init_from) else find_checkpoint(init_from)
+            start = os.path.abspath(init_from if os.path.isfile(init_from) else find_checkpoint(init_from)) \
+                if not init_from.startswith(('hf:', 'llama2c:')) else init_from
         model, tok, start_ck = load_model(start, 'cpu')
     except (CheckpointError, FileNotFoundError) as e:
         fail(str(e))
     if not {'<|im_start|>', '<|im_end|>'} <= tok.special.keys():
         fail(f"{start} has no chat tokens (<|im_start|>, <|im_end|>) in its tokenizer: RL needs a model that answers "
              f"in the chat format (train one with prepare.py's chat recipes)")
+    from lora import base_fingerprint
+    start_print = base_fingerprint(model)  # resume checks that the start is still the same model
+    if resume is not None and resume.get('rl_start_fingerprint') != start_print:
+        fail(f"{start}, this run's start, changed since the run began (another model at that path): resume needs the "
+             f"same start model")
     model_type, model_args = start_ck['model_type'], start_ck['model_args']
     L = model_args['block_size'] if model_type == 'llama' else None  # a reply ends where a Llama's context does
     if L and max_new_tokens >= L:
@@ -256,24 +265,24 @@ if __name__ == '__main__':
     for p in (ref_model.parameters() if ref_model is not None else ()):
         p.requires_grad_(False)
     lora = None
+    if resume is not None and bool(lora_r) != ('lora' in resume):
+        fail(f"{out_dir}/ckpt.pt is a LoRA run: resume it with its --lora_r={resume['lora']['r']}" if 'lora' in resume
+             else f"{out_dir}/ckpt.pt trains every weight: resume it without --lora_r (LoRA needs a new run)")
     if lora_r:
         from lora import lora_state_dict, merged_state_dict, new_settings, setup_lora
-        lora = resume.get('lora') if resume else new_settings(
-            dict(config, model_type=model_type, qlora=False, lora_dropout=0.0, init_from=start), os.path.basename(start))
+        lora = resume['lora'] if resume else new_settings(dict(config, model_type=model_type, qlora=False,
+                                                               lora_dropout=0.0, init_from=start),
+                                                          os.path.basename(start))
         try:
             print(setup_lora(model, lora, resume['model'] if resume else None))
         except ValueError as e:
             fail(str(e))
     elif resume is not None:
-        if 'lora' in resume:
-            fail(f"{out_dir}/ckpt.pt is a LoRA run: resume it with its --lora_r={resume['lora']['r']}")
         model.load_state_dict(resume['model'])
     model.to(device).eval()  # eval: no dropout, so the update is a function of the replies alone
     params = [p for p in model.parameters() if p.requires_grad]
-    decay = [p for p in params if p.dim() >= 2]
-    optimizer = torch.optim.AdamW([{'params': decay, 'weight_decay': weight_decay},
-                                   {'params': [p for p in params if p.dim() < 2], 'weight_decay': 0.0}],
-                                  lr=learning_rate, betas=(beta1, beta2))
+    # the model's own groups (weight decay where it belongs, RWKV-7's lr_scale), as train.py's AdamW
+    optimizer = make_optimizer(model, 'adamw', learning_rate, (beta1, beta2), weight_decay, device_type)
     iter_num, best_acc, elapsed = 0, -1.0, 0.0
     if resume is not None:
         optimizer.load_state_dict(resume['optimizer'])
@@ -306,8 +315,13 @@ if __name__ == '__main__':
     problems = [p for p in problems if numeric(p['answer'])]
     if not problems:
         fail(f"no problem in {data or 'the data'} has a numeric '#### N' answer: RL rewards a checkable number")
+    if not eval_set:
+        fail(f"no held-out problems in {eval_data or os.path.join(data_dir, 'test.jsonl')}: give --eval_data")
     prompts = [bench.chat_ids(model, tok, p['question'], max_new_tokens)[0] for p in problems]
     eval_prompts = [bench.chat_ids(model, tok, p['question'], max_new_tokens)[0] for p in eval_set]
+    if L and max(map(len, prompts + eval_prompts)) >= L:
+        fail(f"a prompt of {max(map(len, prompts + eval_prompts))} tokens leaves no room for a reply in the context "
+             f"of {start} ({L} tokens): shorten the system prompt or the questions")
     stop_ids = sorted({tok.eot_id, tok.special['<|im_end|>']})
     print(f"{len(problems):,} problems ({data or 'gsm_synth train'}), eval on {len(eval_set)} of "
           f"{eval_data or os.path.join(data_dir, 'test.jsonl')}; {model_type}, {sum(p.numel() for p in params):,} "
@@ -315,15 +329,15 @@ if __name__ == '__main__':
 
     @torch.no_grad()
     def evaluate():
-        """Greedy held-out accuracy (bench.py's final-answer figure) and the mean reply length in tokens."""
+        """Greedy held-out accuracy and the mean reply length in tokens, as bench.py's final-answer figure has it (a
+        reply is scored as generated, past a Llama's context by its context shift)."""
         right, lengths = 0, []
         for i in range(0, len(eval_set), 50):
             with ctx:
                 outs, fin = bench.generate_ids(model, tok, eval_prompts[i:i + 50], stop_ids, max_new_tokens,
                                                device=device)
-            for o, f, p, x in zip(outs, fin, eval_set[i:i + 50], eval_prompts[i:i + 50]):
-                o, f = fit_reply(x, o, f)
-                right += reward(tok.decode([t for t in o if t not in stop_ids]), p['answer'], f)[1]
+            for o, p in zip(outs, eval_set[i:i + 50]):
+                right += reward(tok.decode([t for t in o if t not in stop_ids]), p['answer'], True)[1]
                 lengths.append(len(o))
         return right / len(eval_set), sum(lengths) / len(lengths)
 
@@ -335,6 +349,7 @@ if __name__ == '__main__':
               'tokenizer': tok.state(), 'iter_num': iter_num, 'best_acc': best_acc}
         if not full:
             ck.update(optimizer=optimizer.state_dict(), elapsed_s=elapsed + time.time() - t_start, rl_start=start,
+                      rl_start_fingerprint=start_print,
                       **({'lora': lora} if lora else {}))
         try:
             save_run_file(ck, out_dir, name, config)
@@ -352,6 +367,12 @@ if __name__ == '__main__':
             make_out_dir(out_dir)
         except CheckpointError as e:
             fail(str(e))
+        path = os.path.join(out_dir, 'log.jsonl')
+        if iter_num and os.path.isfile(path):  # resumed: the records of steps after the checkpoint are redone
+            keep = [line for line in open(path) if json.loads(line)['iter'] <= iter_num]
+            with open(path + '.tmp', 'w') as f:
+                f.writelines(keep)
+            os.replace(path + '.tmp', path)
         if wandb_log:
             wandb.init(project=wandb_project, name=wandb_run_name, config=config)
     stop_signal = parallel.StopFlag('saving a checkpoint at the end of this step')
@@ -382,7 +403,7 @@ if __name__ == '__main__':
             break
         lr = learning_rate * min(1.0, (iter_num + 1) / (warmup_iters + 1))
         for g in optimizer.param_groups:
-            g['lr'] = lr
+            g['lr'] = lr * g.get('lr_scale', 1.0)
 
         # sample: this process's generation batches of the step's problems, each group_size replies per problem
         t0 = time.time()
@@ -395,7 +416,7 @@ if __name__ == '__main__':
             gen = torch.Generator(device=device).manual_seed(step_seed(seed, iter_num, j))
             with ctx:
                 outs, fin = bench.generate_ids(model, tok, rows, stop_ids, max_new_tokens, temperature, gen,
-                                               top_p if top_p < 1 else None, device=device)
+                                               device=device)
             for k, (o, f) in enumerate(zip(outs, fin)):
                 o, f = fit_reply(rows[k], o, f)
                 text = tok.decode([t for t in o if t not in stop_ids])
@@ -445,7 +466,7 @@ if __name__ == '__main__':
                 normalize(terms, mask, loss_norm, n_tok, n_rep, max_new_tokens).backward()
                 if epoch == ppo_epochs - 1:
                     clip_n += float(clipped.sum())
-                    kl_sum += float((kl * mask).sum()) if kl is not None else 0.0
+                    kl_sum += float((kl.detach() * mask).sum()) if kl is not None else 0.0
             if ddp:  # the step's gradient is the sum of every process's share (each normalised by the totals)
                 for p in params:
                     if p.grad is None:
