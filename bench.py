@@ -162,17 +162,25 @@ def hf_gsm8k(split):
             from None
 
 
+def synth_settings(data_dir):
+    """The gsm_synth generator settings a data folder was prepared with, from its meta.json: (its dataset, the
+    generate() keyword arguments among min_steps, max_steps, digits, distractors, question_first, made_up, the
+    seed); ('', {}, 0) without a meta.json (the defaults)."""
+    meta = os.path.join(data_dir, 'meta.json')
+    args = json.load(open(meta)).get('args', {}) if os.path.isfile(meta) else {}
+    keys = ('min_steps', 'max_steps', 'digits', 'distractors', 'question_first', 'made_up')
+    return (args.get('dataset', ''), {k: args[f'synth_{k}'] for k in keys if f'synth_{k}' in args},
+            args.get('synth_seed', 0))
+
+
 def synth_suite(data_dir):
     """{split name: problems} of the gsm_synth generalization table (gsm_synth.suite) for a run trained on data_dir:
     its generator settings from data_dir/meta.json (the defaults without one), split_size problems each (--limit if
     given); in-distribution from data_dir/test.jsonl where there is one; real GSM8K (--gsm8k_data) last."""
     import gsm_synth
-    meta = os.path.join(data_dir, 'meta.json')
-    args = json.load(open(meta)).get('args', {}) if os.path.isfile(meta) else {}
+    _, settings, seed = synth_settings(data_dir)
     n = limit or split_size
-    keys = ('min_steps', 'max_steps', 'digits', 'distractors', 'question_first', 'made_up')
-    sets = {name: gsm_synth.generate('test', n, args.get('synth_seed', 0), **kw)
-            for name, kw in gsm_synth.suite(**{k: args[f'synth_{k}'] for k in keys if f'synth_{k}' in args}).items()}
+    sets = {name: gsm_synth.generate('test', n, seed, **kw) for name, kw in gsm_synth.suite(**settings).items()}
     if os.path.isfile(os.path.join(data_dir, 'test.jsonl')):
         sets['in-distribution'] = read_problems(os.path.join(data_dir, 'test.jsonl'))[:n]
     if gsm8k_data:
@@ -202,10 +210,10 @@ def eval_data(kind, run_cfg):
 
 
 # ---------------------------------------------------------------------------- batched generation
-def generate_ids(model, tok, prompts, stop_ids, max_new, temp=0.0, gen=None, top_p=None, stop_strs=(), device='cpu'):
+def generate_ids(model, tok, prompts, stop_ids, max_new, temp=0.0, gen=None, stop_strs=(), device='cpu'):
     """Completions of prompts (lists of token ids, any lengths), generated together: left padding with an attention
     mask (Llama: KV cache; RWKV-7: a batched recurrent state), one generate_stream of at most max_new tokens, sampled
-    at temperature temp (0: greedy) and top_p with generator gen. A completion ends at its first stop token (kept:
+    at temperature temp (0: greedy) with generator gen. A completion ends at its first stop token (kept:
     a policy learns to stop) or stop string; the batch stops once every row has. Returns (ids, finished): the
     completions' token ids (lists of int) and whether each ended on a stop (False: cut at max_new)."""
     Bn, Tn = len(prompts), max(map(len, prompts))
@@ -214,7 +222,7 @@ def generate_ids(model, tok, prompts, stop_ids, max_new, temp=0.0, gen=None, top
     for b, p in enumerate(prompts):
         idx[b, Tn - len(p):], mask[b, Tn - len(p):] = torch.tensor(p, dtype=torch.long), True
     outs, done = [[] for _ in prompts], [False] * Bn
-    stream = model.generate_stream(idx.to(device), max_new, temp, top_p=top_p, stop_tokens=stop_ids, generator=gen,
+    stream = model.generate_stream(idx.to(device), max_new, temp, stop_tokens=stop_ids, generator=gen,
                                    vocab_limit=tok.vocab_size, attention_mask=mask.to(device))
     try:
         for nxt in stream:

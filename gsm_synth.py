@@ -228,7 +228,7 @@ def make_problem(rng, n_steps, digits=2, wording='seen', distractors=0.0, questi
     if scratch and not walk:  # each step's sentence quoted, then the column working of each computation before it
         lines = [(body[1 + first.index(i)] + '\n' if i in first else '') + f"{columns(int(a), op, int(b))}\n{line}"
                  for i, line in enumerate(lines) for a, op, b, _ in [calcs[i]]]
-    roles = ['start'] + [s for s in range(n_steps)]  # what each sentence of body is: 'start', a step, 'noise'
+    roles = ['start', *range(n_steps)]  # what each sentence of body is: 'start', a step's index, 'noise'
     n_noise = int(distractors) + (rng.random() < distractors - int(distractors))
     people = [p for p in (TEST_NAMES if held else NAMES) if p[0] != name]
     for _ in range(n_noise):  # anywhere among the sentences before the question

@@ -296,17 +296,14 @@ if __name__ == '__main__':
             problems = bench.read_problems(data, '--data')
         else:
             import gsm_synth
-            meta = os.path.join(data_dir, 'meta.json')
-            args = json.load(open(meta)).get('args', {}) if os.path.isfile(meta) else {}
-            if args.get('dataset') != 'gsm_synth':
+            dataset, kw, synth_seed = bench.synth_settings(data_dir)
+            if dataset != 'gsm_synth':
                 raise ConfigError(f"data='' draws gsm_synth problems, but {data_dir or 'the start run'} has no "
                                   f"gsm_synth data_dir: give --data=problems.jsonl or --data_dir")
-            kw = {k: args[f'synth_{k}'] for k in ('min_steps', 'max_steps', 'digits', 'distractors',
-                                                  'question_first', 'made_up') if f'synth_{k}' in args}
             kw.update({k: v for k, v in (('min_steps', synth_min_steps), ('max_steps', synth_max_steps),
                                          ('digits', synth_digits)) if v})
             kw['min_steps'] = min(kw.get('min_steps', 2), kw.get('max_steps', 4))
-            problems = gsm_synth.generate('train', synth_problems, args.get('synth_seed', 0), **kw)
+            problems = gsm_synth.generate('train', synth_problems, synth_seed, **kw)
         eval_set = bench.read_problems(eval_data or os.path.join(data_dir, 'test.jsonl'),
                                        '--eval_data')[:eval_problems]
     except (ConfigError, ValueError) as e:
