@@ -5,19 +5,28 @@ The one exporter: a run, a checkpoint or a pretrained model written in a format 
     python export.py out-run/ckpt_000390.pt out-hf   # one checkpoint
     python export.py llama2c:stories260K.bin out-hf  # a pretrained model (hf:<folder or hub id>, llama2c:<file.bin>)
     python export.py out-lora out-lora-hf --peft     # a LoRA run as its base + a PEFT adapter (out/base, out/adapter)
+    python export.py out-reasoning-rwkv rwkv.pth     # an RWKV-7 run as an official .pth [--dtype=bfloat16]
 
-The format comes from the output's name: a folder is a Hugging Face model (model_llama.export_hf: config.json,
-model.safetensors; tokenizer.hf_files: tokenizer.json and its config files, generation_config.json), which
-transformers' AutoModelForCausalLM and AutoTokenizer load with no other package. A LoRA run exports merged (its
-best.pt), or with --peft as the unmerged base plus the adapters in PEFT's layout (lora.save_peft). Only Llama runs
-export: transformers has no RWKV-7 counterpart here.
+The format comes from the output's name:
+- a folder: a Hugging Face model of a Llama run (model_llama.export_hf: config.json, model.safetensors;
+  tokenizer.hf_files: tokenizer.json and its config files, generation_config.json), which transformers'
+  AutoModelForCausalLM and AutoTokenizer load with no other package. A LoRA run exports merged (its best.pt), or with
+  --peft as the unmerged base plus the adapters in PEFT's layout (lora.save_peft). transformers has no RWKV-7.
+- x.pth: an RWKV-7 run (or an rwkv:<.pth>, to change its dtype) as BlinkDL's trainer saves it
+  (RWKV7.official_state_dict; float32 unless --dtype says bfloat16 / float16, the releases' dtype is bfloat16), which
+  the official `rwkv` pip package runs (RWKV_V7_ON=1, strategy 'cpu fp32'), beside x.tokenizer.json, the run's
+  tokenizer for the package's PIPELINE (none for the RWKV World vocabulary: 'rwkv_vocab_v20230424' is built in).
 """
 
 import copy
 import os
 import sys
 
-from checkpoint import find_checkpoint, load_model, read_checkpoint
+import torch
+
+from checkpoint import atomic_save, find_checkpoint, load_model, read_checkpoint
+
+DTYPES = {'float32': torch.float32, 'bfloat16': torch.bfloat16, 'float16': torch.float16}
 
 
 def export_checkpoint(path, out_dir):
@@ -31,7 +40,7 @@ def export_checkpoint(path, out_dir):
         raise FileNotFoundError(f"no checkpoint {path}: give a train.py checkpoint, e.g. out-run/best.pt")
     ck = read_checkpoint(path)
     if ck['model_type'] != 'llama' or 'lora' in ck:
-        raise ValueError(f"{path} holds an RWKV-7 model, which transformers cannot run: only Llama runs export"
+        raise ValueError(f"{path} holds an RWKV-7 model, which transformers cannot run: export it to a .pth file"
                          if ck['model_type'] == 'rwkv7' else f"{path} is not a train.py checkpoint of a full Llama "
                          f"(LoRA runs: export best.pt, or the base and a PEFT adapter with python export.py <run> "
                          f"<folder> --peft)")
@@ -85,18 +94,63 @@ def export_peft(run_dir, out_dir):
     return base_dir, save_peft(os.path.join(out_dir, 'adapter'), tuned, os.path.abspath(base_dir))
 
 
-def export(source, out, peft=False):
-    """Write `source` (a run folder: its best.pt, else ckpt.pt; a checkpoint file; 'hf:<...>' / 'llama2c:<...>') to
-    `out` in the format its name asks for (a folder: Hugging Face); peft: a LoRA run as base + PEFT adapter. Returns
-    a line saying what was written. Raises ValueError (CheckpointError, LoRAError) or OSError naming the problem."""
-    if out.endswith(('.gguf', '.pth', '.bin', '.pt', '.safetensors')):
+def export_pth(path, out, dtype='float32'):
+    """A train.py checkpoint of an RWKV-7 (a LoRA run's merged best.pt too) or 'rwkv:<.pth>' -> `out`, an official
+    `.pth` (RWKV7.official_state_dict in `dtype`, written atomically), and, unless the tokenizer is the RWKV World
+    vocabulary, the tokenizer as out minus '.pth' plus '.tokenizer.json' (tokenizer.hf_files). Returns the files
+    written. Raises OSError (no file; out a folder or unwritable), ValueError (a Llama, a LoRA run's ckpt.pt, an
+    unreadable file, an unknown dtype)."""
+    from model_rwkv7 import RWKV7, RWKV7Config
+    from tokenizer import hf_files
+    if dtype not in DTYPES:
+        raise ValueError(f"unknown --dtype '{dtype}': use one of {', '.join(DTYPES)}")
+    if os.path.isdir(out):
+        raise IsADirectoryError(f"'{out}' is a folder: give a file name ending in .pth")
+    files = {}
+    if path.startswith('rwkv:'):
+        model = RWKV7.from_pretrained(path[5:])
+    else:
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"no checkpoint {path}: give a train.py checkpoint, e.g. out-run/best.pt")
+        ck = read_checkpoint(path)
+        if ck['model_type'] != 'rwkv7' or 'lora' in ck:
+            raise ValueError(f"{path} holds a Llama: .pth is RWKV-7's format; export it to a folder (Hugging Face)"
+                             if ck['model_type'] == 'llama' else f"{path} holds only LoRA adapters: export the run's "
+                             f"merged best.pt")
+        model = RWKV7(RWKV7Config(**ck['model_args']))
+        model.load_state_dict(ck['model'])  # RuntimeError: missing or misshapen weights
+        if ck['tokenizer']['kind'] != 'rwkv':
+            files[out.removesuffix('.pth') + '.tokenizer.json'] = hf_files(ck['tokenizer'])['tokenizer.json']
+    atomic_save(model.official_state_dict(DTYPES[dtype]), out)  # everything is built before a file is written
+    for name, data in files.items():
+        with open(name + '.tmp', 'wb') as f:
+            f.write(data)
+        os.replace(name + '.tmp', name)
+    return [out, *files]
+
+
+def export(source, out, peft=False, dtype=None):
+    """Write `source` (a run folder: its best.pt, else ckpt.pt; a checkpoint file; 'hf:<...>' / 'llama2c:<...>' /
+    'rwkv:<.pth>') to `out` in the format its name asks for (a folder: Hugging Face; .pth: RWKV-7's official, in
+    `dtype`); peft: a LoRA run as base + PEFT adapter. Returns a line saying what was written. Raises ValueError
+    (CheckpointError, LoRAError) or OSError naming the problem."""
+    pth = out.endswith('.pth')
+    if out.endswith(('.gguf', '.bin', '.pt', '.safetensors')):
         raise ValueError(f"cannot write '{out}': export.py writes a Hugging Face folder (a name without a file "
-                         f"extension); GGUF and RWKV .pth are not written yet")
-    if os.path.isfile(out):
+                         f"extension) or an RWKV-7 .pth; GGUF is not written yet")
+    if pth and peft:
+        raise ValueError("--peft writes Hugging Face folders: a .pth holds the merged model")
+    if dtype is not None and not pth:
+        raise ValueError("--dtype is for .pth files: a Hugging Face folder keeps the checkpoint's dtype")
+    if not pth and os.path.isfile(out):
         raise ValueError(f"'{out}' is a file: give a folder name for the Hugging Face model")
     if peft:
         return "wrote {} and {}".format(*export_peft(source, out))
+    if source.startswith('rwkv:') and not pth:
+        raise ValueError(f"{source} is an RWKV-7, which transformers cannot run: export it to a .pth file")
     if source.startswith(('hf:', 'llama2c:')):
+        if pth:
+            raise ValueError(f"{source} is a Llama: .pth is RWKV-7's format; export it to a folder (Hugging Face)")
         from model_llama import export_hf
         from tokenizer import hf_files
         model, tok, _ = load_model(source)
@@ -107,20 +161,24 @@ def export(source, out, peft=False):
         except FileNotFoundError:
             raise FileNotFoundError(f"no best.pt or ckpt.pt in {source}: train that run first, or give a checkpoint "
                                     f"file") from None
+    if pth:
+        return f"wrote {' and '.join(export_pth(source, out, dtype or 'float32'))}"
     return f"wrote {export_checkpoint(source, out)}"
 
 
 if __name__ == '__main__':
-    usage = "usage: python export.py <run folder | checkpoint.pt | hf:<folder> | llama2c:<file.bin>> <folder> [--peft]"
+    usage = ("usage: python export.py <run folder | checkpoint.pt | hf:<folder> | llama2c:<file.bin> | rwkv:<file.pth>> "
+             "<folder | file.pth> [--peft] [--dtype=float32|bfloat16|float16]")
     args = sys.argv[1:]
     if '-h' in args or '--help' in args:
         sys.exit(print(f"{usage}\n\n{__doc__.strip()}"))
     peft = '--peft' in args
-    args = [a for a in args if a != '--peft']
+    dtype = next((a.split('=', 1)[1] for a in args if a.startswith('--dtype=')), None)
+    args = [a for a in args if a != '--peft' and not a.startswith('--dtype=')]
     try:
         if len(args) != 2:
             raise ValueError(f"expected 2 arguments, got {len(args)} ({usage})")
-        print(export(*args, peft=peft))
+        print(export(*args, peft=peft, dtype=dtype))
     except (OSError, ValueError, RuntimeError) as e:  # LoRAError, CheckpointError: ValueErrors
         print(f"export.py: error: {e}".replace('\n', '\\n'), file=sys.stderr)
         sys.exit(1)

@@ -430,6 +430,27 @@ class RWKV7(nn.Module):
         model.load_state_dict({k: v.float() for k, v in sd.items()})
         return model
 
+    def official_state_dict(self, dtype=torch.float32):
+        """The weights as the official trainer saves them (RWKV-LM RWKV-v7/train_temp, the `.pth` files BlinkDL
+        releases in bfloat16): its names, shapes and key order, with block 0's v0/v1/v2 (stored there, never read:
+        zeros here), every tensor `dtype` on the CPU. from_pretrained reads it back; the `rwkv` pip package runs it.
+        Raises ValueError for a model with LoRA layers (merge them first: lora.merge_lora)."""
+        sd, C, d_mv = self.state_dict(), self.config.n_embd, self.config.d_mv
+        sd.update({'blocks.0.att.v0': torch.zeros(1, 1, C), 'blocks.0.att.v1': torch.zeros(C, d_mv),
+                   'blocks.0.att.v2': torch.zeros(d_mv, C)})
+        att = ('x_r x_w x_k x_v x_a x_g w1 w2 w0 a1 a2 a0 v1 v2 v0 g1 g2 k_k k_a r_k receptance.weight key.weight '
+               'value.weight output.weight ln_x.weight ln_x.bias').split()
+        keys = ['emb.weight']
+        for i in range(self.config.n_layer):
+            keys += [f'blocks.{i}.{k}' for k in ['ln1.weight', 'ln1.bias', 'ln2.weight', 'ln2.bias']
+                     + ['ln0.weight', 'ln0.bias'] * (i == 0) + [f'att.{k}' for k in att]
+                     + ['ffn.x_k', 'ffn.key.weight', 'ffn.value.weight']]
+        keys += ['ln_out.weight', 'ln_out.bias', 'head.weight']
+        if set(keys) != set(sd):
+            raise ValueError(f"not a plain RWKV-7: unexpected weights {sorted(set(sd) - set(keys))[:3]} (LoRA "
+                             f"layers? merge them first)")
+        return {k: sd[k].detach().to('cpu', dtype).contiguous() for k in keys}
+
 
 def sample_next(logits, temperature=1.0, top_k=None, top_p=None, generator=None):
     """Draw one token per row from logits (B, V): temperature 0 = argmax; top_k keeps the k largest logits;
