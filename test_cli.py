@@ -1,6 +1,7 @@
 """
 Tests of what the scripts do on the command line, whatever the machine: which checkpoint --ckpt names, the threads
-key and the first line that reports it, prompts longer than the context, and the defaults of sample.py and bench.py.
+key and the first line that reports it, the hours a GPU-sized run would take on a CPU, prompts longer than the
+context, and the defaults of sample.py and bench.py.
 
     python -m pytest test_cli.py -q
 
@@ -9,6 +10,7 @@ A tiny byte-level Llama trained for a few iterations on generated text; no netwo
 
 import os
 import re
+import subprocess
 
 import pytest
 
@@ -78,6 +80,21 @@ def test_threads_key_and_first_line(tmp):
     p = run('sample.py', '--out_dir=run', '--threads=-1', cwd=tmp, check=False)
     assert p.returncode == 1 and 'threads must be 0' in p.stderr and 'Traceback' not in p.stderr
 
+
+
+def test_a_gpu_sized_run_on_a_cpu_says_how_long_it_takes(tmp):
+    assert 'GPU-sized' not in (tmp / 'train_stdout.txt').read_text()  # 4 iterations: nothing to say
+    proc = subprocess.Popen(conftest.command('train.py', '--data_dir=d', '--out_dir=long', '--block_size=128',
+                                             '--batch_size=2', '--n_layer=1', '--n_head=2', '--n_kv_head=1',
+                                             '--n_embd=16', '--max_iters=100000000', '--eval_iters=1', '--threads=1',
+                                             '--device=cpu'), cwd=tmp, stdout=subprocess.PIPE, text=True)
+    try:
+        line = next((s for s in proc.stdout if s.startswith(('on this CPU', 'iter '))), '')
+    finally:
+        proc.kill()
+        proc.wait()
+    assert re.fullmatch(r"on this CPU the other 99999999 iterations take ~[\d.]+ hours \(the first took [\d.]+ s\): a "
+                        r"GPU-sized run; config/reasoning_llama.py is sized for a CPU \(~15 minutes\)\n", line), line
 
 def test_fit_prompt_keeps_the_system_prompt_and_the_latest_question():
     tok = get_tokenizer('byte')
