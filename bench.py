@@ -14,6 +14,7 @@ also appends a JSON record to out_dir/bench.jsonl.
     python bench.py --task=distill --out_dir=run --data=train.jsonl --num_samples=4 --temperature=0.8
     python bench.py --task=wkv                                               # WKV7 implementations
     python bench.py --task=generate --model_type=rwkv7 --n_layer=12 --n_embd=512   # decode speed vs context
+    python bench.py --task=generate --out_dir=out-reasoning-rwkv --vs_official=True  # vs BlinkDL's rwkv package
     python bench.py --task=memory                                            # full vs LoRA vs QLoRA step memory
 
 GSM8K scoring (gsm8k_eval.py; score_gsm8k is importable from there or from here) gives four figures side by side:
@@ -93,6 +94,7 @@ profile = False           # speed: write a torch.profiler trace of 3 training st
 contexts = '64,256,1024,2048'
 new_tokens = 32           # decode steps timed after each context
 repeats = 5
+vs_official = False       # generate, RWKV-7 on the CPU: decode speed against BlinkDL's rwkv package, the same weights
 compile = False           # wkv: also the torch.compile'd chunked WKV; speed: compile the training step's model
 B = 4                     # wkv: the shape (fp32)
 H = 4
@@ -488,7 +490,7 @@ def bench_speed(train=True):
         name, kind, args, sd, bsz=train_batch or bsz, blk=block_size or blk, device=device, train=train,
         contexts=[int(c) for c in contexts.split(',')], new_tokens=new_tokens, repeats=repeats, burn_in=burn_in,
         steps=steps, dtype=dtype, compiled=compile, impls=impls.split(','), chunk_len=chunk_len, profile=profile,
-        out_dir=out_dir)
+        out_dir=out_dir, vs_official=vs_official)
     return record('speed' if train else 'generate', rec)
 
 

@@ -80,12 +80,43 @@ def gen_speed(model, kind, ctx, new_tokens, repeats, device):
     return ctx / p, n / (time.perf_counter() - t0)
 
 
+def official_rwkv_speed(model, contexts, new_tokens, repeats):
+    """Decode tokens/s (batch 1, greedy, new_tokens after a random context) of our RWKV7 `model` and of BlinkDL's
+    `rwkv` pip package (its x070 model, strategy 'cpu fp32', on the same weights written as an official .pth), each
+    the median of `repeats` runs, the two interleaved, at each of `contexts`. Returns rows [context, ours, official,
+    ratio]. Raises ConfigError without the package (pip install rwkv)."""
+    import tempfile
+    os.environ.setdefault('RWKV_V7_ON', '1')  # read on import: the package's RWKV is then its x070 model
+    try:
+        from rwkv.model import RWKV as Official
+    except ImportError:
+        raise ConfigError("--vs_official needs BlinkDL's rwkv package: pip install rwkv") from None
+    with tempfile.TemporaryDirectory() as tmp:
+        torch.save(model.official_state_dict(), os.path.join(tmp, 'm.pth'))
+        official = Official(os.path.join(tmp, 'm'), strategy='cpu fp32')
+
+    def theirs(ids):
+        out, state = official.forward(ids, None)
+        t0 = time.perf_counter()
+        for _ in range(new_tokens):
+            out, state = official.forward([int(out.argmax())], state)
+        return new_tokens / (time.perf_counter() - t0)
+    rows = []
+    for ctx in contexts:
+        ids = torch.randint(0, model.config.vocab_size, (ctx,)).tolist()
+        pairs = [(gen_speed(model, 'rwkv7', ctx, new_tokens, 1, 'cpu')[1], theirs(ids)) for _ in range(repeats)]
+        a, b = (statistics.median(x) for x in zip(*pairs))
+        rows.append([ctx, f"{a:,.1f}", f"{b:,.1f}", f"{a / b:.2f}x"])
+    return rows
+
+
 def speed(name, kind, args, sd, *, bsz, blk, device, train, contexts, new_tokens, repeats, burn_in, steps, dtype,
-          compiled, impls, chunk_len, profile, out_dir):
+          compiled, impls, chunk_len, profile, out_dir, vs_official=False):
     """Training step tokens/s, MFU and peak memory (burn_in untimed steps, then `steps` timed; bsz x blk tokens), and
     prefill/decode tokens/s at each of `contexts`, per WKV implementation for RWKV-7, of the model `kind` with
     model_args `args` (and state dict sd, or None for random weights). train=False: generation only. profile: a
-    torch.profiler trace of 3 training steps to out_dir."""
+    torch.profiler trace of 3 training steps to out_dir. vs_official (RWKV-7 on a CPU): decode tokens/s against
+    BlinkDL's rwkv package on the same weights (official_rwkv_speed)."""
     import resource
     from contextlib import nullcontext
     dev_type = device.split(':')[0]
@@ -151,6 +182,10 @@ def speed(name, kind, args, sd, *, bsz, blk, device, train, contexts, new_tokens
             pre, dec = gen_speed(model, kind, ctx, new_tokens, repeats, device)
             gen_rows.append([kind, impl, ctx, f"{pre:,.0f}", f"{dec:,.1f}"])
             recs.append({'impl': impl, 'context': ctx, 'prefill_tok_per_s': pre, 'decode_tok_per_s': dec})
+        if vs_official and impl == impls[-1]:
+            if kind != 'rwkv7' or device != 'cpu':
+                raise ConfigError("--vs_official compares an RWKV-7 on the CPU with BlinkDL's rwkv package")
+            official_rows = official_rwkv_speed(model, contexts, new_tokens, repeats)
         del model
     print(f"\n{name}: {kind}{f', {dt_name} training step' if train else ''}, {device}, {torch.get_num_threads()} "
           f"threads\n")
@@ -159,6 +194,11 @@ def speed(name, kind, args, sd, *, bsz, blk, device, train, contexts, new_tokens
               train_rows)
         print()
     table(['type', 'impl', 'context', 'prefill tok/s', 'decode tok/s (batch 1, greedy)'], gen_rows)
+    if vs_official:
+        print(f"\ndecode tok/s (batch 1, greedy, {new_tokens} tokens; median of {repeats}, interleaved): ours "
+              f"({impls[-1]}) vs BlinkDL's rwkv package (x070, 'cpu fp32'), the same weights\n")
+        table(['context', 'ours', 'rwkv package', 'ours / package'], official_rows)
+        recs += [{'context': r[0], 'official_decode_tok_per_s': float(r[2].replace(',', ''))} for r in official_rows]
     return {'model': name, 'model_type': kind, 'dtype': dt_name, 'device': device, 'batch': bsz, 'block': blk,
             'results': recs}
 

@@ -320,8 +320,54 @@ class RWKV7(nn.Module):
         """Recurrent inference: consume idx (B, T) (T >= 1) after `state` (None = start of a sequence) and return
         (logits (B, T, vocab_size), new state). A prompt goes through the parallel path once; then one token per
         call costs O(1) time and memory whatever the context length."""
+        if idx.size(1) == 1 and state is not None and not self.training:
+            logits, state = self.step_one(idx[:, 0], state)
+            return logits[:, None], state
         logits, _, state = self(idx, state=state, return_state=True)
         return logits, state
+
+    def step_one(self, idx, state):
+        """forward's math for one token per row after `state`, on (B, C) rows with as few PyTorch calls as it takes
+        (decoding on a CPU is bound by the per-call overhead, not by arithmetic), as the official package's
+        forward_one (rwkv/model.py RWKV_x070). idx (B,) int64. Returns (logits (B, V) float, the new state). The
+        Linear layers are called as modules, so LoRA layers on them (lora.py) take part."""
+        B, C, N = idx.size(0), self.config.n_embd, self.config.head_size
+        H = C // N
+        x = self.emb(idx)
+        v_first, new = None, ([], [], [])
+        for i, blk in enumerate(self.blocks):
+            att, ffn = blk.att, blk.ffn
+            if i == 0:
+                x = F.layer_norm(x, (C,), blk.ln0.weight, blk.ln0.bias)
+            xa = F.layer_norm(x, (C,), blk.ln1.weight, blk.ln1.bias)
+            xx = state['att_x_prev'][i] - xa
+            mix = torch.cat([att.x_r, att.x_w, att.x_k, att.x_v, att.x_a, att.x_g])  # (6, 1, C): one op, not 12
+            xr, xw, xk, xv, xa_, xg = torch.addcmul(xa, xx, mix).unbind(0)
+            r, k, v = att.receptance(xr), att.key(xk), att.value(xv)
+            d = att.w0[0] + torch.tanh(xw @ att.w1) @ att.w2
+            a = torch.sigmoid(att.a0[0] + (xa_ @ att.a1) @ att.a2)
+            g = torch.sigmoid(xg @ att.g1) @ att.g2
+            kk = F.normalize((k * att.k_k[0]).view(B, H, N), dim=-1, eps=1e-12)
+            k = k * (1 + (a - 1) * att.k_a[0])
+            if i == 0:
+                v_first = v
+            else:
+                v = v + (v_first - v) * torch.sigmoid(att.v0[0] + (xv @ att.v1) @ att.v2)
+            w = torch.exp(-DECAY_SCALE * torch.sigmoid(d.float())).view(B, H, 1, N)
+            S = state['att_kv'][i]  # (B, H, N, N) fp32; spec 4.3, as wkv_naive
+            vf, kf = v.float().view(B, H, N, 1), k.float().view(B, H, 1, N)
+            S = S * w + (S @ -kk.float()[..., None]) * (kk * a.view(B, H, N)).float()[:, :, None] + vf * kf
+            y = (S @ r.float().view(B, H, N, 1)).view(B, C).to(x.dtype)
+            y = F.group_norm(y, H, att.ln_x.weight, att.ln_x.bias, eps=64e-5)
+            y = y + ((r * k * att.r_k.view(C)).view(B, H, N).sum(-1, keepdim=True) * v.view(B, H, N)).view(B, C)
+            x = x + att.output(y * g)
+            xf = F.layer_norm(x, (C,), blk.ln2.weight, blk.ln2.bias)
+            kx = torch.addcmul(xf, state['ffn_x_prev'][i] - xf, ffn.x_k[0])
+            x = x + ffn.value(torch.relu(ffn.key(kx)) ** 2)
+            for lst, t in zip(new, (xa, S, xf)):
+                lst.append(t)
+        state = {key: torch.stack(t) for key, t in zip(('att_x_prev', 'att_kv', 'ffn_x_prev'), new)}
+        return self.head(F.layer_norm(x, (C,), self.ln_out.weight, self.ln_out.bias)).float(), state
 
     def configure_optimizers(self, weight_decay, learning_rate, betas, device_type):
         """AdamW as train_temp: weight decay only on 2-D `.weight` matrices (projections, emb, head); att.w0 at twice

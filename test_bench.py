@@ -8,6 +8,7 @@ CPU, no network, nothing from ../shared (a test that reads the real GSM8K file s
 """
 
 import dataclasses
+import importlib.util
 import json
 import math
 import os
@@ -429,6 +430,15 @@ def test_speed_and_generate_tasks(monkeypatch, tmp_path, capsys):
     monkeypatch.setattr(bench, 'profile', False)
     rec = bench.bench_speed(train=False)
     assert rec['task'] == 'generate' and all('context' in r for r in rec['results'])
+    monkeypatch.setattr(bench, 'vs_official', True)  # the rwkv7 model: against BlinkDL's package on its weights
+    if importlib.util.find_spec('rwkv') is None:
+        with pytest.raises(ConfigError, match='pip install rwkv'):
+            bench.bench_speed(train=False)
+    else:
+        rec = bench.bench_speed(train=False)
+        assert {r['context'] for r in rec['results'] if r.get('official_decode_tok_per_s', 0) > 0} == {8, 40}
+        assert '| context | ours | rwkv package | ours / package |' in capsys.readouterr().out
+    monkeypatch.setattr(bench, 'vs_official', False)
     # a train.py config file: its shape, batch and block
     cfg = tmp_path / 'c.py'
     cfg.write_text("model_type = 'llama'\nn_layer = 1\nn_head = 2\nn_kv_head = 1\nn_embd = 32\nblock_size = 16\n"
