@@ -5,11 +5,11 @@
 out_dir = 'out-reasoning-rwkv'
 data_dir = 'data/gsm_synth_sp1024'
 model_type = 'rwkv7'
-eval_interval = 300       # 4 evals and checkpoints for the accuracy curve
+eval_interval = 275       # 4 evals and checkpoints for the accuracy curve
 eval_iters = 10
 log_interval = 50
 always_save_checkpoint = True
-keep_last = 4             # ckpt_000300.pt ... ckpt_001200.pt: bench.py --ckpt=... gives the accuracy curve
+keep_last = 4             # ckpt_000275.pt ... ckpt_001100.pt: bench.py --ckpt=... gives the accuracy curve
 
 batch_size = 6
 block_size = 512
@@ -22,8 +22,8 @@ dropout = 0.0
 optim = 'muon'            # Muon on the channel-mix matrices (ffn.key, ffn.value), AdamW on the rest
 muon_targets = '*.ffn.*'
 learning_rate = 3e-3      # att.w0 trains at twice this, as the official trainer does
-max_iters = 1200
-lr_decay_iters = 1200
+max_iters = 1100
+lr_decay_iters = 1100
 min_lr = 3e-4
 warmup_iters = 100
 weight_decay = 0.1
