@@ -93,8 +93,8 @@ def test_a_gpu_sized_run_on_a_cpu_says_how_long_it_takes(tmp):
     finally:
         proc.kill()
         proc.wait()
-    assert re.fullmatch(r"on this CPU the other 99999999 iterations take ~[\d.]+ hours \(the first took [\d.]+ s\): a "
-                        r"GPU-sized run; config/reasoning_llama.py is sized for a CPU \(~15 minutes\)\n", line), line
+    assert re.fullmatch(r"on this CPU the run takes ~[\d.]+ hours \([\d.]+ s a micro-batch of 2 x 128\): a GPU-sized "
+                        r"run; config/reasoning_llama.py is sized for a CPU \(~15 minutes\)\n", line), line
 
 def test_fit_prompt_keeps_the_system_prompt_and_the_latest_question():
     tok = get_tokenizer('byte')
@@ -127,7 +127,7 @@ def test_defaults_and_small_errors(tmp):
     assert p.returncode == 1 and p.stderr.strip() == ("bench_perf.py: error: this file holds bench.py's performance "
                                                       "tasks; run them with python bench.py --task=wkv")
     p = run('train.py', os.path.join(ROOT, 'config', 'reasoning_rwkv.py'), '--device=cpu', cwd=tmp, check=False)
-    assert p.returncode == 1 and 'python prepare.py --dataset=gsm_synth --tokenizer=sp:512' in p.stderr
+    assert p.returncode == 1 and 'python prepare.py --dataset=gsm_synth --tokenizer=sp:1024' in p.stderr
     assert not os.path.exists(tmp / 'out-reasoning-rwkv')
 
 

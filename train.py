@@ -368,6 +368,20 @@ if master_process:
         import wandb
         wandb.init(project=wandb_project, name=wandb_run_name, config=config)
 
+if device_type == 'cpu' and not ddp and iter_num < max_iters:  # a GPU-sized run on a CPU: say so before it starts
+    with torch.random.fork_rng(devices=[]):  # one micro-batch of random tokens, timed; the run's RNG is untouched
+        x = torch.randint(0, model_args['vocab_size'], (batch_size, block_size))
+        t_micro = time.time()
+        with ctx:
+            raw_model(x, x)[1].backward()
+        t_micro = time.time() - t_micro
+    optimizer.zero_grad(set_to_none=True)
+    hours = t_micro * (max_iters - iter_num) * (gradient_accumulation_steps + 2 * eval_iters / 3 / eval_interval) / 3600
+    if hours > 1:
+        print(f"on this CPU the run takes ~{hours:.1f} hours ({t_micro:.1f} s a micro-batch of {batch_size} x "
+              f"{block_size}): a GPU-sized run; config/reasoning_{'rwkv' if model_type == 'rwkv7' else 'llama'}.py "
+              f"is sized for a CPU (~15 minutes)")
+
 # Ctrl-C or SIGTERM (torchrun passes them on): finish the current iteration, save, exit. A second one stops at once.
 stop_signal = parallel.StopFlag('saving a checkpoint at the end of this iteration')  # this process got one
 stop_requested = False  # some process got one (all ranks agree)
@@ -406,7 +420,6 @@ while True:
     # one optimizer step over gradient_accumulation_steps micro-batches, drawn alike on every rank; each rank trains
     # on its own consecutive share. A micro-batch's loss is weighted by its share of the target tokens of the whole
     # window (all ranks), so the step's loss is the mean over all tokens of the window, on any number of processes
-    t_step = time.time()
     picks = [data.draw('train', sampler, iter_num, tokens_per_iter) for _ in range(gradient_accumulation_steps)]
     batches = [data.get('train', p, device) for p in picks[ddp_rank * micro_steps:(ddp_rank + 1) * micro_steps]]
     counts = [int((Y != -1).sum()) for _, Y in batches]
@@ -468,13 +481,6 @@ while True:
                  + (f"; rolled back {rollbacks} of --nan_rollback={nan_rollback} times" if nan_rollback else ''))
     optimizer.zero_grad(set_to_none=True)
     iter_num += 1
-    if iter_num == start_iter + 1 and device_type == 'cpu':  # a GPU-sized run started on a CPU: say so, once
-        first = time.time() - t_step
-        hours = (max_iters - iter_num) * first / 3600
-        if hours > 1:
-            print(f"on this CPU the other {max_iters - iter_num} iterations take ~{hours:.1f} hours (the first took "
-                  f"{first:.1f} s): a GPU-sized run; config/reasoning_{'rwkv' if model_type == 'rwkv7' else 'llama'}.py"
-                  f" is sized for a CPU (~15 minutes)")
 
     if iter_num % log_interval == 0 and n_acc:
         t1 = time.time()
