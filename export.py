@@ -6,12 +6,17 @@ The one exporter: a run, a checkpoint or a pretrained model written in a format 
     python export.py llama2c:stories260K.bin out-hf  # a pretrained model (hf:<folder or hub id>, llama2c:<file.bin>)
     python export.py out-lora out-lora-hf --peft     # a LoRA run as its base + a PEFT adapter (out/base, out/adapter)
     python export.py out-reasoning-rwkv rwkv.pth     # an RWKV-7 run as an official .pth [--dtype=bfloat16]
+    python export.py out-reasoning-llama r.gguf      # a Llama as GGUF for llama.cpp / Ollama [--dtype=q8_0]
 
 The format comes from the output's name:
 - a folder: a Hugging Face model of a Llama run (model_llama.export_hf: config.json, model.safetensors;
   tokenizer.hf_files: tokenizer.json and its config files, generation_config.json), which transformers'
   AutoModelForCausalLM and AutoTokenizer load with no other package. A LoRA run exports merged (its best.pt), or with
   --peft as the unmerged base plus the adapters in PEFT's layout (lora.save_peft). transformers has no RWKV-7.
+- x.gguf: a Llama (a run, a checkpoint, hf:/llama2c:) as llama.cpp's convert_hf_to_gguf.py writes one (gguf_tensors),
+  with its tokenizer and our chat template embedded, float32 unless --dtype says float16, bfloat16 or q8_0; written
+  by the ggml project's `gguf` package, so nothing is compiled. RWKV-7 runs: not yet (their GGUF layout is
+  llama.cpp's rwkv7 architecture, a different set of tensors).
 - x.pth: an RWKV-7 run (or an rwkv:<.pth>, to change its dtype) as BlinkDL's trainer saves it
   (RWKV7.official_state_dict; float32 unless --dtype says bfloat16 / float16, the releases' dtype is bfloat16), which
   the official `rwkv` pip package runs (RWKV_V7_ON=1, strategy 'cpu fp32'), beside x.tokenizer.json, the run's
@@ -129,25 +134,148 @@ def export_pth(path, out, dtype='float32'):
     return [out, *files]
 
 
+GGUF_NAMES = {'input_layernorm.weight': 'attn_norm.weight', 'self_attn.q_proj': 'attn_q', 'self_attn.k_proj': 'attn_k',
+              'self_attn.v_proj': 'attn_v', 'self_attn.o_proj.weight': 'attn_output.weight',
+              'post_attention_layernorm.weight': 'ffn_norm.weight', 'mlp.gate_proj.weight': 'ffn_gate.weight',
+              'mlp.up_proj.weight': 'ffn_up.weight', 'mlp.down_proj.weight': 'ffn_down.weight'}
+
+
+def gguf_tensors(model):
+    """The model in llama.cpp's GGUF layout, as its convert_hf_to_gguf.py writes a Llama or Qwen2: (architecture
+    'llama' | 'qwen2', {hyperparameter key without the architecture prefix: value}, [(ggml tensor name, fp32 tensor
+    (out, in) or (n,))]). For 'llama', q/k rows go back to Meta's interleaved RoPE layout (the inverse of hf_permute:
+    llama.cpp's llama rotates adjacent pairs); Qwen2's rotate-half is llama.cpp's NEOX mode and stays as it is. The
+    head is written even when tied (as llama.cpp's llama2.c converter does). Raises ValueError for LoRA layers (merge
+    them first) or llama3 RoPE scaling (not written yet)."""
+    from model_llama import Llama
+    cfg, sd = model.config, model.state_dict()
+    with torch.device('meta'):
+        plain = set(Llama(cfg).state_dict())
+    if set(sd) != plain:
+        raise ValueError(f"the model has parameters a plain Llama has not: {sorted(set(sd) ^ plain)[:3]}; merge LoRA "
+                         f"adapters first (lora.merge_lora)")
+    if cfg.rope_scaling and cfg.rope_scaling['rope_type'] != 'linear':
+        raise ValueError(f"GGUF export of {cfg.rope_scaling['rope_type']} RoPE scaling is not written yet")
+    arch, hd = 'qwen2' if cfg.qkv_bias else 'llama', cfg.n_embd // cfg.n_head
+    hparams = {'context_length': cfg.block_size, 'embedding_length': cfg.n_embd, 'block_count': cfg.n_layer,
+               'feed_forward_length': cfg.intermediate_size, 'attention.head_count': cfg.n_head,
+               'attention.head_count_kv': cfg.n_kv_head, 'rope.dimension_count': hd,
+               'attention.layer_norm_rms_epsilon': cfg.norm_eps, 'rope.freq_base': cfg.rope_theta}
+    if cfg.rope_scaling:
+        hparams.update({'rope.scaling.type': 'linear', 'rope.scaling.factor': cfg.rope_scaling['factor']})
+    out = [('token_embd.weight', sd['embed_tokens.weight'])]
+    for i in range(cfg.n_layer):
+        for ours, theirs in GGUF_NAMES.items():
+            for suffix in ('.weight', '.bias') if not ours.endswith('.weight') else ('',):
+                if f'layers.{i}.{ours}{suffix}' not in sd:
+                    continue  # no bias
+                t = sd[f'layers.{i}.{ours}{suffix}']
+                heads = cfg.n_head if ours.endswith('q_proj') else cfg.n_kv_head
+                if arch == 'llama' and ours.endswith(('q_proj', 'k_proj')):  # rows: rotate-half -> interleaved pairs
+                    t = t.view(heads, 2, hd // 2, -1).transpose(1, 2).reshape(t.shape)
+                out.append((f'blk.{i}.{theirs}{suffix}', t))
+    out += [('output_norm.weight', sd['norm.weight']), ('output.weight', sd['lm_head.weight'])]
+    return arch, hparams, [(name, t.detach().float().cpu().contiguous()) for name, t in out]
+
+
+def export_gguf(source, out, dtype='float32'):
+    """A Llama (a train.py checkpoint, a LoRA run's merged best.pt, or 'hf:<...>' / 'llama2c:<...>') -> `out`, a GGUF
+    file llama.cpp runs, written with the ggml project's `gguf` package (no compiler): gguf_tensors' weights in
+    `dtype` (float32, float16, bfloat16 or q8_0; 1-D tensors, and q8_0 tensors whose rows are not a multiple of 32,
+    stay float32, as llama.cpp's converter keeps them), the tokenizer embedded (tokenizer.gguf_vocab) with our chat
+    template. Written atomically. Returns out. Raises OSError (no file, out a folder or unwritable), ValueError (an
+    RWKV-7, a LoRA run's ckpt.pt, a tokenizer with no GGUF form, an unknown dtype)."""
+    try:
+        import gguf
+    except ImportError:
+        raise ValueError("GGUF export needs the gguf package: pip install gguf") from None
+    from chat import CHAT_TEMPLATE
+    from model_llama import Llama, LlamaConfig
+    from tokenizer import gguf_vocab
+    types = {'float32': gguf.GGMLQuantizationType.F32, 'float16': gguf.GGMLQuantizationType.F16,
+             'bfloat16': gguf.GGMLQuantizationType.BF16, 'q8_0': gguf.GGMLQuantizationType.Q8_0}
+    if dtype not in types:
+        raise ValueError(f"unknown --dtype '{dtype}' for GGUF: use one of {', '.join(types)}")
+    if os.path.isdir(out):
+        raise IsADirectoryError(f"'{out}' is a folder: give a file name ending in .gguf")
+    if source.startswith(('hf:', 'llama2c:')):
+        model, tok, _ = load_model(source)
+        state, name = tok.state(), source.split(':', 1)[1]
+    else:
+        if not os.path.isfile(source):
+            raise FileNotFoundError(f"no checkpoint {source}: give a train.py checkpoint, e.g. out-run/best.pt")
+        ck = read_checkpoint(source)
+        if ck['model_type'] != 'llama' or 'lora' in ck:
+            raise ValueError(f"{source} holds an RWKV-7: export it to a .pth file (GGUF export is for Llama runs)"
+                             if ck['model_type'] == 'rwkv7' else f"{source} holds only LoRA adapters: export the "
+                             f"run's merged best.pt")
+        model = Llama(LlamaConfig(**ck['model_args']))
+        model.load_state_dict(ck['model'])
+        state, name = ck['tokenizer'], os.path.basename(os.path.dirname(os.path.abspath(source)))
+    arch, hparams, tensors = gguf_tensors(model)
+    vocab = gguf_vocab(state, model.config.vocab_size)  # ValueError before anything is written
+    w = gguf.GGUFWriter(out + '.tmp', arch)
+    try:
+        w.add_name(name)
+        for key, value in hparams.items():
+            w.add_key_value(f'{arch}.{key}', value, gguf.GGUFValueType.STRING if isinstance(value, str) else
+                            gguf.GGUFValueType.FLOAT32 if isinstance(value, float) else gguf.GGUFValueType.UINT32)
+        w.add_file_type({'float32': 0, 'float16': 1, 'bfloat16': 32, 'q8_0': 7}[dtype])
+        w.add_tokenizer_model(vocab['model'])
+        if vocab['pre']:
+            w.add_tokenizer_pre(vocab['pre'])
+        w.add_token_list(vocab['tokens'])
+        w.add_token_types(vocab['types'])
+        if vocab['scores'] is not None:
+            w.add_token_scores(vocab['scores'])
+        if vocab['merges'] is not None:
+            w.add_token_merges(vocab['merges'])
+        for key in ('bos', 'eos', 'eot', 'unk', 'pad'):
+            if vocab[key] is not None:
+                getattr(w, f'add_{key}_token_id')(vocab[key])
+        w.add_add_bos_token(vocab['add_bos'])
+        w.add_add_eos_token(False)
+        w.add_add_space_prefix(vocab['add_space_prefix'])
+        w.add_chat_template(CHAT_TEMPLATE)
+        for tname, t in tensors:
+            a, qtype = t.numpy(), types[dtype]
+            if a.ndim == 1 or qtype == gguf.GGMLQuantizationType.Q8_0 and a.shape[-1] % 32:
+                qtype = gguf.GGMLQuantizationType.F32
+            w.add_tensor(tname, gguf.quants.quantize(a, qtype), raw_dtype=qtype)  # shape: from the bytes
+        w.write_header_to_file()
+        w.write_kv_data_to_file()
+        w.write_tensors_to_file()
+        w.close()
+        os.replace(out + '.tmp', out)
+    except BaseException:
+        w.close()
+        if os.path.exists(out + '.tmp'):
+            os.remove(out + '.tmp')
+        raise
+    return out
+
+
 def export(source, out, peft=False, dtype=None):
     """Write `source` (a run folder: its best.pt, else ckpt.pt; a checkpoint file; 'hf:<...>' / 'llama2c:<...>' /
     'rwkv:<.pth>') to `out` in the format its name asks for (a folder: Hugging Face; .pth: RWKV-7's official, in
     `dtype`); peft: a LoRA run as base + PEFT adapter. Returns a line saying what was written. Raises ValueError
     (CheckpointError, LoRAError) or OSError naming the problem."""
-    pth = out.endswith('.pth')
-    if out.endswith(('.gguf', '.bin', '.pt', '.safetensors')):
+    pth, gg = out.endswith('.pth'), out.endswith('.gguf')
+    if out.endswith(('.bin', '.pt', '.safetensors')):
         raise ValueError(f"cannot write '{out}': export.py writes a Hugging Face folder (a name without a file "
-                         f"extension) or an RWKV-7 .pth; GGUF is not written yet")
-    if pth and peft:
-        raise ValueError("--peft writes Hugging Face folders: a .pth holds the merged model")
-    if dtype is not None and not pth:
-        raise ValueError("--dtype is for .pth files: a Hugging Face folder keeps the checkpoint's dtype")
-    if not pth and os.path.isfile(out):
+                         f"extension), a GGUF file (.gguf) or an RWKV-7 .pth")
+    if (pth or gg) and peft:
+        raise ValueError(f"--peft writes Hugging Face folders: a {out.rsplit('.', 1)[1]} file holds the merged model")
+    if dtype is not None and not (pth or gg):
+        raise ValueError("--dtype is for .pth and .gguf files: a Hugging Face folder keeps the checkpoint's dtype")
+    if not (pth or gg) and os.path.isfile(out):
         raise ValueError(f"'{out}' is a file: give a folder name for the Hugging Face model")
     if peft:
         return "wrote {} and {}".format(*export_peft(source, out))
     if source.startswith('rwkv:') and not pth:
-        raise ValueError(f"{source} is an RWKV-7, which transformers cannot run: export it to a .pth file")
+        raise ValueError(f"{source} is an RWKV-7: export it to a .pth file (folders and .gguf files are for Llamas)")
+    if gg and source.startswith(('hf:', 'llama2c:')):
+        return f"wrote {export_gguf(source, out, dtype or 'float32')}"
     if source.startswith(('hf:', 'llama2c:')):
         if pth:
             raise ValueError(f"{source} is a Llama: .pth is RWKV-7's format; export it to a folder (Hugging Face)")
@@ -163,12 +291,14 @@ def export(source, out, peft=False, dtype=None):
                                     f"file") from None
     if pth:
         return f"wrote {' and '.join(export_pth(source, out, dtype or 'float32'))}"
+    if gg:
+        return f"wrote {export_gguf(source, out, dtype or 'float32')}"
     return f"wrote {export_checkpoint(source, out)}"
 
 
 if __name__ == '__main__':
     usage = ("usage: python export.py <run folder | checkpoint.pt | hf:<folder> | llama2c:<file.bin> | rwkv:<file.pth>> "
-             "<folder | file.pth> [--peft] [--dtype=float32|bfloat16|float16]")
+             "<folder | file.gguf | file.pth> [--peft] [--dtype=float32|bfloat16|float16|q8_0]")
     args = sys.argv[1:]
     if '-h' in args or '--help' in args:
         sys.exit(print(f"{usage}\n\n{__doc__.strip()}"))

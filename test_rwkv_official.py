@@ -124,8 +124,8 @@ def test_pth_export_errors_are_one_line_and_write_nothing(tmp_path):
                 'tokenizer': tok.state(), 'iter_num': 9}, tmp_path / 'best.pt')
     (tmp_path / 'dir.pth').mkdir()
     for args, msg in [(['best.pt', 'x.pth', '--dtype=int8'], "unknown --dtype 'int8'"),
-                      (['best.pt', 'dir.pth'], 'is a folder'), (['best.pt', 'hf', '--dtype=bfloat16'], 'for .pth files'),
-                      (['best.pt', 'x.pth', '--peft'], 'a .pth holds the merged model'),
+                      (['best.pt', 'dir.pth'], 'is a folder'), (['best.pt', 'hf', '--dtype=bfloat16'], 'for .pth and .gguf files'),
+                      (['best.pt', 'x.pth', '--peft'], 'a pth file holds the merged model'),
                       (['llama2c:m.bin', 'x.pth'], "is a Llama: .pth is RWKV-7's format"),
                       (['rwkv:x.pth', 'hf'], 'export it to a .pth file'), (['best.pt', 'hf'], 'export it to a .pth'),
                       (['best.pt', 'no/such/dir/x.pth'], 'No such file')]:

@@ -355,6 +355,51 @@ def tokenizers_json(tok):
     return js
 
 
+def gguf_vocab(state, n_vocab):
+    """A checkpoint's tokenizer `state` as llama.cpp's GGUF tokenizer keys (llama.cpp's convert_hf_to_gguf.py writes
+    the same): a dict of model ('llama': SentencePiece, with scores; 'gpt2': byte-level BPE, with merges, 'gpt-2'
+    pre-tokenizer), tokens, scores, types (1 normal, 2 unknown, 3 control: our special tokens, 5 unused, 6 byte),
+    merges, pre, bos / eos (end of text) / eot (<|im_end|>) / unk / pad ids (None where there is none), add_bos and
+    add_space_prefix. Ids past the tokenizer's own, up to n_vocab (the model's padding), are '[PAD<id>]', unused; ids
+    past n_vocab are left out (a model smaller than the tokenizer: llama2.c's 512 pieces without our chat tokens).
+    byte: the 256 bytes as GPT-2's byte characters and no merges. Raises ValueError for rwkv: and hf: tokenizers."""
+    tok = tokenizer_from_state(state)
+    out = dict(scores=None, merges=None, pre=None, unk=None, add_space_prefix=False, bos=tok.bos_id,
+               eos=tok.eot_id, eot=tok.special['<|im_end|>'], pad=tok.special['<|pad|>'], add_bos=tok.bos_id is not None)
+    if tok.kind == 'sp':
+        sp, n = tok.sp, tok.sp.get_piece_size()
+        norm = {k: v for f, m in _protobuf(tok.blob) if f == 3 for k, v in _protobuf(m)}
+        out.update(model='llama', tokens=[sp.id_to_piece(i) for i in range(n)], scores=[sp.get_score(i) for i in range(n)],
+                   types=[2 if sp.is_unknown(i) else 3 if sp.is_control(i) else 6 if sp.is_byte(i) else
+                          5 if sp.is_unused(i) else 1 for i in range(n)], unk=sp.unk_id(),
+                   add_space_prefix=bool(norm.get(3, 1)))
+    elif tok.kind in ('byte', 'gpt2'):
+        js = tokenizers_json(tok)
+        vocab = sorted(js['model']['vocab'].items(), key=lambda x: x[1])
+        out.update(model='gpt2', pre='gpt-2', tokens=[t for t, _ in vocab], types=[1] * len(vocab),
+                   merges=[' '.join(m) if isinstance(m, list) else m for m in js['model']['merges']])
+    else:
+        raise ValueError(f"the '{tok.spec}' tokenizer has no GGUF form here (sp:N, a SentencePiece .model, gpt2 and "
+                         f"byte do)")
+    own = len(out['tokens'])
+    for t, i in tok.special.items():  # control tokens; ours named where they come after the tokenizer's own pieces
+        while len(out['tokens']) <= i:
+            out['tokens'].append(f"[PAD{len(out['tokens'])}]")
+            out['types'].append(5)
+            out['scores'] is None or out['scores'].append(-1e9)
+        out['tokens'][i] = t if i >= own else out['tokens'][i]
+        out['types'][i] = 3
+    while len(out['tokens']) < n_vocab:
+        out['tokens'].append(f"[PAD{len(out['tokens'])}]")
+        out['types'].append(5)
+        out['scores'] is None or out['scores'].append(-1e9)
+    for k in ('tokens', 'types', 'scores'):
+        out[k] = out[k] if out[k] is None else out[k][:n_vocab]
+    for k in ('bos', 'eos', 'eot', 'unk', 'pad'):
+        out[k] = out[k] if out[k] is not None and out[k] < n_vocab else None
+    return out
+
+
 def pretrained_tokenizer(path):
     """The tokenizer spec of a pretrained model (a local folder or a llama2.c .bin; see Llama.from_pretrained): a
     folder's tokenizer.json ('hf:<folder>/tokenizer.json', what --tokenizer=hf:<folder or hub id> reads too), else its

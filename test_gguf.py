@@ -1,0 +1,183 @@
+"""
+GGUF export (export.py <source> x.gguf), read back with the ggml project's `gguf` reader: every tensor equal to the
+model's (q/k in llama.cpp's interleaved RoPE layout; Q8_0 within its rounding), the hyperparameters, and a tokenizer
+whose pieces, scores and types are SentencePiece's, GPT-2's or the bytes; with ../shared, our export of llama2.c's
+stories260K against llama.cpp's own conversion of it; with llama-cpp-python installed, llama.cpp's greedy tokens
+from our file equal sample.py's. The export's bad input.
+
+    python -m pytest test_gguf.py -q
+"""
+
+import dataclasses
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import ROOT, SHARED, TEXT, gpt2_or_skip, run
+from model_llama import Llama, LlamaConfig
+from tokenizer import get_tokenizer, train_sentencepiece
+
+import gguf  # noqa: E402  (requirements.txt)
+STORIES = os.path.join(SHARED, 'data', 'llama2c', 'stories260K')
+try:
+    import llama_cpp
+except ImportError:
+    llama_cpp = None
+
+
+def read(path):
+    """(metadata {key: value}, {tensor name: fp32 numpy array in numpy's (out, in) order}) of a GGUF file."""
+    r = gguf.GGUFReader(path)
+    meta = {}
+    for k, f in r.fields.items():
+        if not f.types or k.startswith('GGUF.'):
+            continue
+        if f.types[0] == gguf.GGUFValueType.ARRAY:
+            vals = [f.parts[i] for i in f.data]
+            meta[k] = [bytes(v).decode() for v in vals] if f.types[-1] == gguf.GGUFValueType.STRING else \
+                [v.tolist()[0] for v in vals]
+        elif f.types[0] == gguf.GGUFValueType.STRING:
+            meta[k] = bytes(f.parts[f.data[0]]).decode()
+        else:
+            meta[k] = f.parts[f.data[0]].tolist()[0]
+    tensors = {t.name: gguf.quants.dequantize(t.data, t.tensor_type).reshape(t.shape.tolist()[::-1])
+               for t in r.tensors}
+    return meta, tensors
+
+
+def checkpoint(tmp_path, tok, seed=0, **kw):
+    torch.manual_seed(seed)
+    model = Llama(LlamaConfig(**{**dict(block_size=64, vocab_size=(tok.vocab_size + 63) // 64 * 64, n_layer=2,
+                                        n_head=4, n_kv_head=2, n_embd=64), **kw})).eval()
+    torch.save({'model_type': 'llama', 'model_args': dataclasses.asdict(model.config), 'model': model.state_dict(),
+                'tokenizer': tok.state(), 'iter_num': 5}, tmp_path / 'best.pt')
+    return model
+
+
+def interleave(w, heads):
+    """Rows of a q/k projection from rotate-half to Meta's interleaved pairs (what llama.cpp's 'llama' expects)."""
+    return w.view(heads, 2, w.shape[0] // heads // 2, -1).transpose(1, 2).reshape(w.shape)
+
+
+@pytest.mark.parametrize('dtype', ['float32', 'float16', 'bfloat16', 'q8_0'])
+def test_tensors_and_hyperparameters_round_trip(tmp_path, dtype):
+    tok = get_tokenizer('byte')
+    model = checkpoint(tmp_path, tok)
+    p = run('export.py', str(tmp_path), 'm.gguf', f'--dtype={dtype}', cwd=tmp_path, timeout=120)
+    assert p.stdout.strip() == 'wrote m.gguf' and not os.path.exists(tmp_path / 'm.gguf.tmp')
+    meta, t = read(str(tmp_path / 'm.gguf'))
+    cfg, sd = model.config, model.state_dict()
+    assert meta['general.architecture'] == 'llama' and meta['llama.block_count'] == 2
+    assert (meta['llama.embedding_length'], meta['llama.feed_forward_length'], meta['llama.attention.head_count'],
+            meta['llama.attention.head_count_kv'], meta['llama.rope.dimension_count'], meta['llama.context_length']) \
+        == (64, cfg.intermediate_size, 4, 2, 16, 64)
+    assert meta['general.file_type'] == {'float32': 0, 'float16': 1, 'bfloat16': 32, 'q8_0': 7}[dtype]
+    want = {'token_embd.weight': sd['embed_tokens.weight'], 'output.weight': sd['lm_head.weight'],
+            'output_norm.weight': sd['norm.weight'], 'blk.1.attn_q.weight': interleave(sd['layers.1.self_attn.q_proj.weight'], 4),
+            'blk.1.attn_k.weight': interleave(sd['layers.1.self_attn.k_proj.weight'], 2),
+            'blk.0.attn_v.weight': sd['layers.0.self_attn.v_proj.weight'],
+            'blk.0.ffn_down.weight': sd['layers.0.mlp.down_proj.weight'],
+            'blk.0.ffn_norm.weight': sd['layers.0.post_attention_layernorm.weight']}
+    assert len(t) == 3 + 2 * 9
+    tol = {'float32': 0, 'float16': 1e-3, 'bfloat16': 8e-3, 'q8_0': 1e-2}[dtype]
+    for name, w in want.items():
+        got = torch.from_numpy(np.array(t[name], dtype=np.float32))
+        assert got.shape == w.shape, name
+        assert (got - w).abs().max() <= tol * w.abs().max(), name
+    assert torch.equal(torch.from_numpy(t['output_norm.weight'].astype(np.float32)), sd['norm.weight'])  # 1-D: f32
+
+
+@pytest.mark.parametrize('kind', ['byte', 'gpt2', 'sp'])
+def test_tokenizer_is_embedded(tmp_path, kind):
+    if kind == 'gpt2':
+        gpt2_or_skip()
+    if kind == 'sp':
+        train_sentencepiece([TEXT], 340, str(tmp_path / 'tokenizer.model'))
+    tok = get_tokenizer('sp:340' if kind == 'sp' else kind, str(tmp_path))
+    model = checkpoint(tmp_path, tok)
+    run('export.py', 'best.pt', 'm.gguf', cwd=tmp_path, timeout=180)
+    meta, _ = read(str(tmp_path / 'm.gguf'))
+    tokens, types = meta['tokenizer.ggml.tokens'], meta['tokenizer.ggml.token_type']
+    assert len(tokens) == len(types) == model.config.vocab_size
+    for t in ('<|im_start|>', '<|im_end|>', '<think>', '</think>', '<|pad|>'):
+        assert tokens[tok.special[t]] == t and types[tok.special[t]] == 3  # control: llama.cpp parses them
+    assert meta['tokenizer.ggml.eos_token_id'] == tok.eot_id
+    assert meta['tokenizer.ggml.eot_token_id'] == tok.special['<|im_end|>']
+    assert tokens[-1] == f'[PAD{len(tokens) - 1}]' and types[-1] == 5
+    assert meta['tokenizer.chat_template'].startswith('{')
+    if kind == 'sp':
+        sp = tok.sp
+        assert meta['tokenizer.ggml.model'] == 'llama' and meta['tokenizer.ggml.add_space_prefix'] is False
+        assert tokens[:sp.get_piece_size()] == [sp.id_to_piece(i) for i in range(sp.get_piece_size())]
+        assert meta['tokenizer.ggml.scores'][300] == pytest.approx(sp.get_score(300)) != 0
+        assert types[sp.piece_to_id('<0x41>')] == 6 and types[sp.unk_id()] == 2
+    else:
+        assert meta['tokenizer.ggml.model'] == 'gpt2' and meta['tokenizer.ggml.pre'] == 'gpt-2'
+        assert tokens[tok.encode('A')[0]] == 'A' and tokens[tok.encode(' ')[0]] == '\u0120'  # GPT-2's byte characters
+        assert kind == 'byte' and tok.encode('A') == [65] or tokens[tok.encode(' the')[0]] == '\u0120the'
+        merges = meta.get('tokenizer.ggml.merges', [])
+        assert (merges == []) if kind == 'byte' else (merges[0] == '\u0120 t' and len(merges) == 50000)
+
+
+@pytest.mark.skipif(not os.path.isfile(os.path.join(STORIES, 'stories260K.gguf')),
+                    reason='needs ../shared/data/llama2c (CI has it)')
+def test_stories260k_equals_llama_cpps_own_conversion(tmp_path):
+    from export import export
+    export(f"llama2c:{os.path.join(STORIES, 'stories260K.bin')}", str(tmp_path / 's.gguf'))
+    ours, ot = read(str(tmp_path / 's.gguf'))
+    ref, rt = read(os.path.join(STORIES, 'stories260K.gguf'))
+    assert sorted(ot) == sorted(rt)
+    for name in rt:
+        assert ot[name].shape == rt[name].shape and np.abs(ot[name] - rt[name]).max() <= 1e-6, name
+    for key in ('tokenizer.ggml.model', 'tokenizer.ggml.tokens', 'tokenizer.ggml.token_type', 'general.architecture',
+                'tokenizer.ggml.bos_token_id', 'tokenizer.ggml.eos_token_id', 'tokenizer.ggml.unknown_token_id',
+                'llama.embedding_length', 'llama.feed_forward_length', 'llama.attention.head_count',
+                'llama.attention.head_count_kv', 'llama.block_count', 'llama.rope.dimension_count'):
+        assert ours[key] == ref[key], key
+    assert np.allclose(ours['tokenizer.ggml.scores'], ref['tokenizer.ggml.scores'])
+    assert ours['llama.attention.layer_norm_rms_epsilon'] == pytest.approx(ref['llama.attention.layer_norm_rms_epsilon'])
+
+
+def test_gguf_export_errors_are_one_line_and_write_nothing(tmp_path):
+    import lora
+    tok = get_tokenizer('byte')
+    model = checkpoint(tmp_path, tok)
+    torch.save({'model_type': 'rwkv7', 'model_args': {}, 'model': {}, 'tokenizer': tok.state(), 'iter_num': 0},
+               tmp_path / 'rwkv.pt')
+    lora.apply_lora(model, ['q_proj'], r=2, alpha=4.0)
+    torch.save({'model_type': 'llama', 'model_args': dataclasses.asdict(model.config), 'model': {},
+                'lora': {'r': 2}, 'tokenizer': tok.state(), 'iter_num': 0}, tmp_path / 'lora.pt')
+    (tmp_path / 'dir.gguf').mkdir()
+    for args, msg in [(['best.pt', 'x.gguf', '--dtype=q4_0'], "unknown --dtype 'q4_0' for GGUF"),
+                      (['best.pt', 'dir.gguf'], 'is a folder'), (['rwkv.pt', 'x.gguf'], 'export it to a .pth'),
+                      (['lora.pt', 'x.gguf'], 'holds only LoRA adapters'), (['best.pt', 'x.gguf', '--peft'], '--peft'),
+                      (['missing.pt', 'x.gguf'], 'no checkpoint'), (['best.pt', 'no/such/dir/x.gguf'], 'No such file')]:
+        p = run('export.py', *args, cwd=tmp_path, check=False, timeout=60)
+        assert p.returncode == 1 and p.stderr.count('\n') == 1 and msg in p.stderr, (args, p.stderr)
+    assert sorted(os.listdir(tmp_path)) == ['best.pt', 'dir.gguf', 'lora.pt', 'rwkv.pt']
+
+
+@pytest.mark.skipif(llama_cpp is None, reason='needs llama-cpp-python (builds llama.cpp; see docs/guide.md)')
+def test_llama_cpp_greedy_tokens_equal_ours(tmp_path):
+    train_sentencepiece([TEXT], 340, str(tmp_path / 'tokenizer.model'))
+    tok = get_tokenizer('sp:340', str(tmp_path))
+    model = checkpoint(tmp_path, tok, seed=1, block_size=128)
+    with torch.no_grad():  # weights that make confident, varied predictions
+        for p in model.parameters():
+            p.mul_(3.0) if p.dim() == 2 else None
+    torch.save({'model_type': 'llama', 'model_args': dataclasses.asdict(model.config), 'model': model.state_dict(),
+                'tokenizer': tok.state(), 'iter_num': 5}, tmp_path / 'best.pt')
+    run('export.py', 'best.pt', 'm.gguf', cwd=tmp_path, timeout=180)
+    prompt = tok.encode('<|im_start|>user\nLine 3 of the text<|im_end|>\n<|im_start|>assistant\n')
+    ours = model.generate(torch.tensor([prompt]), 40, temperature=0)[0, len(prompt):].tolist()
+    llm = llama_cpp.Llama(str(tmp_path / 'm.gguf'), n_ctx=128, n_threads=1, verbose=False)
+    theirs = []
+    for t in llm.generate(prompt, temp=0.0, top_k=1, repeat_penalty=1.0):
+        theirs.append(t)
+        if len(theirs) == len(ours):
+            break
+    assert theirs == ours
+    assert llm.tokenize('<|im_start|>user\nLine 3'.encode(), add_bos=False, special=True) == \
+        tok.encode('<|im_start|>user\nLine 3')
