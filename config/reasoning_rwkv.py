@@ -22,7 +22,8 @@ dropout = 0.0
 optim = 'muon'            # Muon on the channel-mix matrices (ffn.key, ffn.value), AdamW on the rest
 muon_targets = '*.ffn.*'
 learning_rate = 3e-3      # att.w0 trains at twice this, as the official trainer does
-max_iters = 1100
+max_iters = 1100          # 792 s on 2 Zen 4 cores, evals included: 95.0% of the 500 held-out problems (seeds 1-3:
+                          # 93.8%, 94.4%, 95.8%; docs/results.md)
 lr_decay_iters = 1100
 min_lr = 3e-4
 warmup_iters = 100
