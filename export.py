@@ -34,23 +34,36 @@ from checkpoint import atomic_save, find_checkpoint, load_model, read_checkpoint
 DTYPES = {'float32': torch.float32, 'bfloat16': torch.bfloat16, 'float16': torch.float16}
 
 
+def read_plain(path, kind):
+    """(model, checkpoint dict) of a train.py checkpoint file holding a full model of `kind` ('llama' | 'rwkv7'; a
+    LoRA run's merged best.pt is one). Raises OSError (no file), ValueError (unreadable; another model type or a LoRA
+    run's adapters, naming what to export instead), RuntimeError (missing or misshapen weights)."""
+    from checkpoint import model_class
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"no checkpoint {path}: give a train.py checkpoint, e.g. out-run/best.pt")
+    ck = read_checkpoint(path)
+    if 'lora' in ck:
+        raise ValueError(f"{path} holds only LoRA adapters: export the run's merged best.pt"
+                         + (" (or the base and a PEFT adapter: python export.py <run> <folder> --peft)"
+                            if kind == 'llama' else ''))
+    if ck['model_type'] != kind:
+        raise ValueError(f"{path} holds an RWKV-7: export it to a .pth file (Hugging Face folders and GGUF files are "
+                         f"for Llamas here)" if ck['model_type'] == 'rwkv7' else f"{path} holds a Llama: .pth is "
+                         f"RWKV-7's format; export it to a folder (Hugging Face) or a .gguf file")
+    Model, Config = model_class(kind)
+    model = Model(Config(**ck['model_args']))
+    model.load_state_dict(ck['model'])
+    return model, ck
+
+
 def export_checkpoint(path, out_dir):
     """A train.py checkpoint of a Llama (a LoRA run's merged best.pt too) -> model_llama.export_hf, with the tokenizer
     files that AutoTokenizer reads (tokenizer.hf_files), all built before out_dir is touched. Returns out_dir. Raises
     OSError (no file; out_dir a file), ValueError (an RWKV-7 run, a LoRA run's ckpt.pt, an unreadable file, a
     tokenizer hf_files cannot write)."""
-    from model_llama import Llama, LlamaConfig, export_hf
+    from model_llama import export_hf
     from tokenizer import hf_files
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"no checkpoint {path}: give a train.py checkpoint, e.g. out-run/best.pt")
-    ck = read_checkpoint(path)
-    if ck['model_type'] != 'llama' or 'lora' in ck:
-        raise ValueError(f"{path} holds an RWKV-7 model, which transformers cannot run: export it to a .pth file"
-                         if ck['model_type'] == 'rwkv7' else f"{path} is not a train.py checkpoint of a full Llama "
-                         f"(LoRA runs: export best.pt, or the base and a PEFT adapter with python export.py <run> "
-                         f"<folder> --peft)")
-    model = Llama(LlamaConfig(**ck['model_args']))
-    model.load_state_dict(ck['model'])  # RuntimeError: missing or misshapen weights
+    model, ck = read_plain(path, 'llama')
     return export_hf(model, out_dir, hf_files(ck['tokenizer']))
 
 
@@ -105,7 +118,7 @@ def export_pth(path, out, dtype='float32'):
     vocabulary, the tokenizer as out minus '.pth' plus '.tokenizer.json' (tokenizer.hf_files). Returns the files
     written. Raises OSError (no file; out a folder or unwritable), ValueError (a Llama, a LoRA run's ckpt.pt, an
     unreadable file, an unknown dtype)."""
-    from model_rwkv7 import RWKV7, RWKV7Config
+    from model_rwkv7 import RWKV7
     from tokenizer import hf_files
     if dtype not in DTYPES:
         raise ValueError(f"unknown --dtype '{dtype}': use one of {', '.join(DTYPES)}")
@@ -115,15 +128,7 @@ def export_pth(path, out, dtype='float32'):
     if path.startswith('rwkv:'):
         model = RWKV7.from_pretrained(path[5:])
     else:
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"no checkpoint {path}: give a train.py checkpoint, e.g. out-run/best.pt")
-        ck = read_checkpoint(path)
-        if ck['model_type'] != 'rwkv7' or 'lora' in ck:
-            raise ValueError(f"{path} holds a Llama: .pth is RWKV-7's format; export it to a folder (Hugging Face)"
-                             if ck['model_type'] == 'llama' else f"{path} holds only LoRA adapters: export the run's "
-                             f"merged best.pt")
-        model = RWKV7(RWKV7Config(**ck['model_args']))
-        model.load_state_dict(ck['model'])  # RuntimeError: missing or misshapen weights
+        model, ck = read_plain(path, 'rwkv7')
         if ck['tokenizer']['kind'] != 'rwkv':
             files[out.removesuffix('.pth') + '.tokenizer.json'] = hf_files(ck['tokenizer'])['tokenizer.json']
     atomic_save(model.official_state_dict(DTYPES[dtype]), out)  # everything is built before a file is written
@@ -190,7 +195,6 @@ def export_gguf(source, out, dtype='float32'):
     except ImportError:
         raise ValueError("GGUF export needs the gguf package: pip install gguf") from None
     from chat import CHAT_TEMPLATE
-    from model_llama import Llama, LlamaConfig
     from tokenizer import gguf_vocab
     types = {'float32': gguf.GGMLQuantizationType.F32, 'float16': gguf.GGMLQuantizationType.F16,
              'bfloat16': gguf.GGMLQuantizationType.BF16, 'q8_0': gguf.GGMLQuantizationType.Q8_0}
@@ -202,15 +206,7 @@ def export_gguf(source, out, dtype='float32'):
         model, tok, _ = load_model(source)
         state, name = tok.state(), source.split(':', 1)[1]
     else:
-        if not os.path.isfile(source):
-            raise FileNotFoundError(f"no checkpoint {source}: give a train.py checkpoint, e.g. out-run/best.pt")
-        ck = read_checkpoint(source)
-        if ck['model_type'] != 'llama' or 'lora' in ck:
-            raise ValueError(f"{source} holds an RWKV-7: export it to a .pth file (GGUF export is for Llama runs)"
-                             if ck['model_type'] == 'rwkv7' else f"{source} holds only LoRA adapters: export the "
-                             f"run's merged best.pt")
-        model = Llama(LlamaConfig(**ck['model_args']))
-        model.load_state_dict(ck['model'])
+        model, ck = read_plain(source, 'llama')
         state, name = ck['tokenizer'], os.path.basename(os.path.dirname(os.path.abspath(source)))
     arch, hparams, tensors = gguf_tensors(model)
     vocab = gguf_vocab(state, model.config.vocab_size)  # ValueError before anything is written
