@@ -131,11 +131,21 @@ def export_pth(path, out, dtype='float32'):
         model, ck = read_plain(path, 'rwkv7')
         if ck['tokenizer']['kind'] != 'rwkv':
             files[out.removesuffix('.pth') + '.tokenizer.json'] = hf_files(ck['tokenizer'])['tokenizer.json']
-    atomic_save(model.official_state_dict(DTYPES[dtype]), out)  # everything is built before a file is written
-    for name, data in files.items():
-        with open(name + '.tmp', 'wb') as f:
-            f.write(data)
-        os.replace(name + '.tmp', name)
+    sd, tok_file = model.official_state_dict(DTYPES[dtype]), out.removesuffix('.pth') + '.tokenizer.json'
+    try:  # both files to temp files first, then both renamed: a failure leaves the previous pair as it was
+        for name, data in files.items():
+            with open(name + '.tmp', 'wb') as f:
+                f.write(data)
+        atomic_save(sd, out + '.part')
+        for name in files:
+            os.replace(name + '.tmp', name)
+        os.replace(out + '.part', out)
+    finally:
+        for name in [out + '.part', *(n + '.tmp' for n in files)]:
+            if os.path.isfile(name):
+                os.remove(name)
+    if not files and os.path.isfile(tok_file):  # an earlier export's tokenizer is not this model's
+        os.remove(tok_file)
     return [out, *files]
 
 
@@ -165,9 +175,9 @@ def gguf_tensors(model):
     hparams = {'context_length': cfg.block_size, 'embedding_length': cfg.n_embd, 'block_count': cfg.n_layer,
                'feed_forward_length': cfg.intermediate_size, 'attention.head_count': cfg.n_head,
                'attention.head_count_kv': cfg.n_kv_head, 'rope.dimension_count': hd,
-               'attention.layer_norm_rms_epsilon': cfg.norm_eps, 'rope.freq_base': cfg.rope_theta}
+               'attention.layer_norm_rms_epsilon': float(cfg.norm_eps), 'rope.freq_base': float(cfg.rope_theta)}
     if cfg.rope_scaling:
-        hparams.update({'rope.scaling.type': 'linear', 'rope.scaling.factor': cfg.rope_scaling['factor']})
+        hparams.update({'rope.scaling.type': 'linear', 'rope.scaling.factor': float(cfg.rope_scaling['factor'])})
     out = [('token_embd.weight', sd['embed_tokens.weight'])]
     for i in range(cfg.n_layer):
         for ours, theirs in GGUF_NAMES.items():

@@ -353,11 +353,12 @@ class RWKV7(nn.Module):
                 v_first = v
             else:
                 v = v + (v_first - v) * torch.sigmoid(att.v0[0] + (xv @ att.v1) @ att.v2)
-            w = torch.exp(-DECAY_SCALE * torch.sigmoid(d.float())).view(B, H, 1, N)
-            S = state['att_kv'][i]  # (B, H, N, N) fp32; spec 4.3, as wkv_naive
-            vf, kf = v.float().view(B, H, N, 1), k.float().view(B, H, 1, N)
-            S = S * w + (S @ -kk.float()[..., None]) * (kk * a.view(B, H, N)).float()[:, :, None] + vf * kf
-            y = (S @ r.float().view(B, H, N, 1)).view(B, C).to(x.dtype)
+            S = state['att_kv'][i]  # (B, H, N, N) fp32 (fp64 in an fp64 model); spec 4.3, as wkv_naive
+            f = S.dtype
+            w = torch.exp((-DECAY_SCALE * torch.sigmoid(d.float())).to(f)).view(B, H, 1, N)
+            vf, kf = v.to(f).view(B, H, N, 1), k.to(f).view(B, H, 1, N)
+            S = S * w + (S @ -kk.to(f)[..., None]) * (kk * a.view(B, H, N)).to(f)[:, :, None] + vf * kf
+            y = (S @ r.to(f).view(B, H, N, 1)).view(B, C).to(x.dtype)
             y = F.group_norm(y, H, att.ln_x.weight, att.ln_x.bias, eps=64e-5)
             y = y + ((r * k * att.r_k.view(C)).view(B, H, N).sum(-1, keepdim=True) * v.view(B, H, N)).view(B, C)
             x = x + att.output(y * g)
@@ -457,7 +458,14 @@ class RWKV7(nn.Module):
         '_forward_module.' prefix). Every dimension, the four LoRA ranks included, is read from tensor shapes
         (spec 9). The weights are upcast to fp32. overrides: other RWKV7Config fields (block_size, wkv_impl, ...).
         Raises ValueError if the file is not an RWKV-7 state dict."""
-        sd = torch.load(path, map_location='cpu', weights_only=True)
+        try:
+            sd = torch.load(path, map_location='cpu', weights_only=True)
+        except OSError:
+            raise
+        except Exception as e:  # not a torch.save file, or one holding other objects
+            raise ValueError(f"{path} is not a readable .pth file ({type(e).__name__})") from None
+        if not isinstance(sd, dict):
+            raise ValueError(f"{path} is not an RWKV-7 (x070) checkpoint: it holds a {type(sd).__name__}")
         sd = {k.removeprefix('_forward_module.'): v for k, v in sd.items()}
         needed = ('emb.weight', 'head.weight', 'blocks.0.att.r_k', 'blocks.0.att.w1', 'blocks.0.ffn.key.weight')
         if not all(k in sd for k in needed):

@@ -1,7 +1,7 @@
 """
 GGUF export (export.py <source> x.gguf), read back with the ggml project's `gguf` reader: every tensor equal to the
 model's (q/k in llama.cpp's interleaved RoPE layout; Q8_0 within its rounding), the hyperparameters, and a tokenizer
-whose pieces, scores and types are SentencePiece's, GPT-2's or the bytes; with ../shared, our export of llama2.c's
+whose pieces, scores and types are SentencePiece's or GPT-2's; with ../shared, our export of llama2.c's
 stories260K against llama.cpp's own conversion of it; with llama-cpp-python installed, llama.cpp's greedy tokens
 from our file equal sample.py's. The export's bad input.
 
@@ -63,8 +63,9 @@ def interleave(w, heads):
 
 @pytest.mark.parametrize('dtype', ['float32', 'float16', 'bfloat16', 'q8_0'])
 def test_tensors_and_hyperparameters_round_trip(tmp_path, dtype):
-    tok = get_tokenizer('byte')
-    model = checkpoint(tmp_path, tok)
+    train_sentencepiece([TEXT], 340, str(tmp_path / 'tokenizer.model'))
+    tok = get_tokenizer('sp:340', str(tmp_path))
+    model = checkpoint(tmp_path, tok, rope_scaling={'rope_type': 'linear', 'factor': 2})  # an int factor: f32 still
     p = run('export.py', str(tmp_path), 'm.gguf', f'--dtype={dtype}', cwd=tmp_path, timeout=120)
     assert p.stdout.strip() == 'wrote m.gguf' and not os.path.exists(tmp_path / 'm.gguf.tmp')
     meta, t = read(str(tmp_path / 'm.gguf'))
@@ -74,6 +75,10 @@ def test_tensors_and_hyperparameters_round_trip(tmp_path, dtype):
             meta['llama.attention.head_count_kv'], meta['llama.rope.dimension_count'], meta['llama.context_length']) \
         == (64, cfg.intermediate_size, 4, 2, 16, 64)
     assert meta['general.file_type'] == {'float32': 0, 'float16': 1, 'bfloat16': 32, 'q8_0': 7}[dtype]
+    assert meta['llama.rope.scaling.factor'] == 2.0 and meta['llama.rope.scaling.type'] == 'linear'
+    r = gguf.GGUFReader(str(tmp_path / 'm.gguf'))  # llama.cpp reads these keys as float32 only
+    assert all(r.fields[k].types[0] == gguf.GGUFValueType.FLOAT32 for k in (
+        'llama.rope.scaling.factor', 'llama.rope.freq_base', 'llama.attention.layer_norm_rms_epsilon'))
     want = {'token_embd.weight': sd['embed_tokens.weight'], 'output.weight': sd['lm_head.weight'],
             'output_norm.weight': sd['norm.weight'], 'blk.1.attn_q.weight': interleave(sd['layers.1.self_attn.q_proj.weight'], 4),
             'blk.1.attn_k.weight': interleave(sd['layers.1.self_attn.k_proj.weight'], 2),
@@ -89,7 +94,7 @@ def test_tensors_and_hyperparameters_round_trip(tmp_path, dtype):
     assert torch.equal(torch.from_numpy(t['output_norm.weight'].astype(np.float32)), sd['norm.weight'])  # 1-D: f32
 
 
-@pytest.mark.parametrize('kind', ['byte', 'gpt2', 'sp'])
+@pytest.mark.parametrize('kind', ['gpt2', 'sp'])
 def test_tokenizer_is_embedded(tmp_path, kind):
     if kind == 'gpt2':
         gpt2_or_skip()
@@ -115,10 +120,8 @@ def test_tokenizer_is_embedded(tmp_path, kind):
         assert types[sp.piece_to_id('<0x41>')] == 6 and types[sp.unk_id()] == 2
     else:
         assert meta['tokenizer.ggml.model'] == 'gpt2' and meta['tokenizer.ggml.pre'] == 'gpt-2'
-        assert tokens[tok.encode('A')[0]] == 'A' and tokens[tok.encode(' ')[0]] == '\u0120'  # GPT-2's byte characters
-        assert kind == 'byte' and tok.encode('A') == [65] or tokens[tok.encode(' the')[0]] == '\u0120the'
-        merges = meta.get('tokenizer.ggml.merges', [])
-        assert (merges == []) if kind == 'byte' else (merges[0] == '\u0120 t' and len(merges) == 50000)
+        assert tokens[tok.encode('A')[0]] == 'A' and tokens[tok.encode(' the')[0]] == '\u0120the'  # GPT-2's characters
+        assert meta['tokenizer.ggml.merges'][0] == '\u0120 t' and len(meta['tokenizer.ggml.merges']) == 50000
 
 
 @pytest.mark.skipif(not os.path.isfile(os.path.join(STORIES, 'stories260K.gguf')),
@@ -142,7 +145,10 @@ def test_stories260k_equals_llama_cpps_own_conversion(tmp_path):
 
 def test_gguf_export_errors_are_one_line_and_write_nothing(tmp_path):
     import lora
-    tok = get_tokenizer('byte')
+    checkpoint(tmp_path, get_tokenizer('byte'))  # llama.cpp has no byte tokenizer (its gpt2 vocabularies need merges)
+    os.replace(tmp_path / 'best.pt', tmp_path / 'byte.pt')
+    train_sentencepiece([TEXT], 340, str(tmp_path / 'tokenizer.model'))
+    tok = get_tokenizer('sp:340', str(tmp_path))
     model = checkpoint(tmp_path, tok)
     torch.save({'model_type': 'rwkv7', 'model_args': {}, 'model': {}, 'tokenizer': tok.state(), 'iter_num': 0},
                tmp_path / 'rwkv.pt')
@@ -150,13 +156,14 @@ def test_gguf_export_errors_are_one_line_and_write_nothing(tmp_path):
     torch.save({'model_type': 'llama', 'model_args': dataclasses.asdict(model.config), 'model': {},
                 'lora': {'r': 2}, 'tokenizer': tok.state(), 'iter_num': 0}, tmp_path / 'lora.pt')
     (tmp_path / 'dir.gguf').mkdir()
-    for args, msg in [(['best.pt', 'x.gguf', '--dtype=q4_0'], "unknown --dtype 'q4_0' for GGUF"),
+    for args, msg in [(['byte.pt', 'x.gguf'], "the 'byte' tokenizer has no GGUF form"),
+                      (['best.pt', 'x.gguf', '--dtype=q4_0'], "unknown --dtype 'q4_0' for GGUF"),
                       (['best.pt', 'dir.gguf'], 'is a folder'), (['rwkv.pt', 'x.gguf'], 'export it to a .pth'),
                       (['lora.pt', 'x.gguf'], 'holds only LoRA adapters'), (['best.pt', 'x.gguf', '--peft'], '--peft'),
                       (['missing.pt', 'x.gguf'], 'no checkpoint'), (['best.pt', 'no/such/dir/x.gguf'], 'No such file')]:
         p = run('export.py', *args, cwd=tmp_path, check=False, timeout=60)
         assert p.returncode == 1 and p.stderr.count('\n') == 1 and msg in p.stderr, (args, p.stderr)
-    assert sorted(os.listdir(tmp_path)) == ['best.pt', 'dir.gguf', 'lora.pt', 'rwkv.pt']
+    assert sorted(os.listdir(tmp_path)) == ['best.pt', 'byte.pt', 'dir.gguf', 'lora.pt', 'rwkv.pt', 'tokenizer.model']
 
 
 @pytest.mark.skipif(llama_cpp is None, reason='needs llama-cpp-python (builds llama.cpp; see docs/guide.md)')

@@ -132,3 +132,14 @@ def test_pth_export_errors_are_one_line_and_write_nothing(tmp_path):
         p = run('export.py', *args, cwd=tmp_path, check=False, timeout=60)
         assert p.returncode == 1 and p.stderr.count('\n') == 1 and msg in p.stderr, (args, p.stderr)
     assert sorted(os.listdir(tmp_path)) == ['best.pt', 'dir.pth'] and not os.listdir(tmp_path / 'dir.pth')
+    (tmp_path / 'junk.pth').write_text('not a checkpoint')
+    p = run('export.py', 'rwkv:junk.pth', 'y.pth', cwd=tmp_path, check=False, timeout=60)
+    assert p.returncode == 1 and 'not a readable .pth file' in p.stderr and p.stderr.count('\n') == 1
+    # the .pth and its tokenizer.json are one pair: when the second cannot be written, the first stays as it was
+    run('export.py', 'best.pt', 'x.pth', cwd=tmp_path, timeout=60)
+    before = (tmp_path / 'x.pth').read_bytes()
+    (tmp_path / 'x.tokenizer.json').unlink()
+    (tmp_path / 'x.tokenizer.json').mkdir()
+    p = run('export.py', 'best.pt', 'x.pth', '--dtype=bfloat16', cwd=tmp_path, check=False, timeout=60)
+    assert p.returncode == 1 and (tmp_path / 'x.pth').read_bytes() == before
+    assert sorted(os.listdir(tmp_path)) == ['best.pt', 'dir.pth', 'junk.pth', 'x.pth', 'x.tokenizer.json']

@@ -362,7 +362,7 @@ def gguf_vocab(state, n_vocab):
     merges, pre, bos / eos (end of text) / eot (<|im_end|>) / unk / pad ids (None where there is none), add_bos and
     add_space_prefix. Ids past the tokenizer's own, up to n_vocab (the model's padding), are '[PAD<id>]', unused; ids
     past n_vocab are left out (a model smaller than the tokenizer: llama2.c's 512 pieces without our chat tokens).
-    byte: the 256 bytes as GPT-2's byte characters and no merges. Raises ValueError for rwkv: and hf: tokenizers."""
+    Raises ValueError for byte (llama.cpp refuses a gpt2 vocabulary without merges), rwkv: and hf: tokenizers."""
     tok = tokenizer_from_state(state)
     out = dict(scores=None, merges=None, pre=None, unk=None, add_space_prefix=False, bos=tok.bos_id,
                eos=tok.eot_id, eot=tok.special['<|im_end|>'], pad=tok.special['<|pad|>'], add_bos=tok.bos_id is not None)
@@ -373,14 +373,14 @@ def gguf_vocab(state, n_vocab):
                    types=[2 if sp.is_unknown(i) else 3 if sp.is_control(i) else 6 if sp.is_byte(i) else
                           5 if sp.is_unused(i) else 1 for i in range(n)], unk=sp.unk_id(),
                    add_space_prefix=bool(norm.get(3, 1)))
-    elif tok.kind in ('byte', 'gpt2'):
+    elif tok.kind == 'gpt2':
         js = tokenizers_json(tok)
         vocab = sorted(js['model']['vocab'].items(), key=lambda x: x[1])
         out.update(model='gpt2', pre='gpt-2', tokens=[t for t, _ in vocab], types=[1] * len(vocab),
                    merges=[' '.join(m) if isinstance(m, list) else m for m in js['model']['merges']])
     else:
-        raise ValueError(f"the '{tok.spec}' tokenizer has no GGUF form here (sp:N, a SentencePiece .model, gpt2 and "
-                         f"byte do)")
+        raise ValueError(f"the '{tok.spec}' tokenizer has no GGUF form here (sp:N, a SentencePiece .model and gpt2 "
+                         f"do; llama.cpp's byte-level BPE needs merges, which the byte tokenizer has none of)")
     own = len(out['tokens'])
     for t, i in tok.special.items():  # control tokens; ours named where they come after the tokenizer's own pieces
         while len(out['tokens']) <= i:
