@@ -124,29 +124,29 @@ def export_pth(path, out, dtype='float32'):
         raise ValueError(f"unknown --dtype '{dtype}': use one of {', '.join(DTYPES)}")
     if os.path.isdir(out):
         raise IsADirectoryError(f"'{out}' is a folder: give a file name ending in .pth")
-    files = {}
+    tok_file, tok_json = out.removesuffix('.pth') + '.tokenizer.json', None
     if path.startswith('rwkv:'):
         model = RWKV7.from_pretrained(path[5:])
     else:
         model, ck = read_plain(path, 'rwkv7')
         if ck['tokenizer']['kind'] != 'rwkv':
-            files[out.removesuffix('.pth') + '.tokenizer.json'] = hf_files(ck['tokenizer'])['tokenizer.json']
-    sd, tok_file = model.official_state_dict(DTYPES[dtype]), out.removesuffix('.pth') + '.tokenizer.json'
+            tok_json = hf_files(ck['tokenizer'])['tokenizer.json']
+    sd = model.official_state_dict(DTYPES[dtype])
     try:  # both files to temp files first, then both renamed: a failure leaves the previous pair as it was
-        for name, data in files.items():
-            with open(name + '.tmp', 'wb') as f:
-                f.write(data)
+        if tok_json is not None:
+            with open(tok_file + '.tmp', 'wb') as f:
+                f.write(tok_json)
         atomic_save(sd, out + '.part')
-        for name in files:
-            os.replace(name + '.tmp', name)
+        if tok_json is not None:
+            os.replace(tok_file + '.tmp', tok_file)
         os.replace(out + '.part', out)
     finally:
-        for name in [out + '.part', *(n + '.tmp' for n in files)]:
+        for name in (out + '.part', tok_file + '.tmp'):
             if os.path.isfile(name):
                 os.remove(name)
-    if not files and os.path.isfile(tok_file):  # an earlier export's tokenizer is not this model's
+    if tok_json is None and os.path.isfile(tok_file):  # an earlier export's tokenizer is not this model's
         os.remove(tok_file)
-    return [out, *files]
+    return [out] + ([tok_file] if tok_json is not None else [])
 
 
 GGUF_NAMES = {'input_layernorm.weight': 'attn_norm.weight', 'self_attn.q_proj': 'attn_q', 'self_attn.k_proj': 'attn_k',
@@ -160,15 +160,9 @@ def gguf_tensors(model):
     'llama' | 'qwen2', {hyperparameter key without the architecture prefix: value}, [(ggml tensor name, fp32 tensor
     (out, in) or (n,))]). For 'llama', q/k rows go back to Meta's interleaved RoPE layout (the inverse of hf_permute:
     llama.cpp's llama rotates adjacent pairs); Qwen2's rotate-half is llama.cpp's NEOX mode and stays as it is. The
-    head is written even when tied (as llama.cpp's llama2.c converter does). Raises ValueError for LoRA layers (merge
-    them first) or llama3 RoPE scaling (not written yet)."""
-    from model_llama import Llama
+    head is written even when tied (as llama.cpp's llama2.c converter does). `model` is a plain Llama (read_plain,
+    load_model). Raises ValueError for llama3 RoPE scaling (not written yet)."""
     cfg, sd = model.config, model.state_dict()
-    with torch.device('meta'):
-        plain = set(Llama(cfg).state_dict())
-    if set(sd) != plain:
-        raise ValueError(f"the model has parameters a plain Llama has not: {sorted(set(sd) ^ plain)[:3]}; merge LoRA "
-                         f"adapters first (lora.merge_lora)")
     if cfg.rope_scaling and cfg.rope_scaling['rope_type'] != 'linear':
         raise ValueError(f"GGUF export of {cfg.rope_scaling['rope_type']} RoPE scaling is not written yet")
     arch, hd = 'qwen2' if cfg.qkv_bias else 'llama', cfg.n_embd // cfg.n_head
@@ -206,8 +200,8 @@ def export_gguf(source, out, dtype='float32'):
         raise ValueError("GGUF export needs the gguf package: pip install gguf") from None
     from chat import CHAT_TEMPLATE
     from tokenizer import gguf_vocab
-    types = {'float32': gguf.GGMLQuantizationType.F32, 'float16': gguf.GGMLQuantizationType.F16,
-             'bfloat16': gguf.GGMLQuantizationType.BF16, 'q8_0': gguf.GGMLQuantizationType.Q8_0}
+    Q = gguf.GGMLQuantizationType
+    types = {'float32': (Q.F32, 0), 'float16': (Q.F16, 1), 'bfloat16': (Q.BF16, 32), 'q8_0': (Q.Q8_0, 7)}  # file type
     if dtype not in types:
         raise ValueError(f"unknown --dtype '{dtype}' for GGUF: use one of {', '.join(types)}")
     if os.path.isdir(out):
@@ -226,7 +220,7 @@ def export_gguf(source, out, dtype='float32'):
         for key, value in hparams.items():
             w.add_key_value(f'{arch}.{key}', value, gguf.GGUFValueType.STRING if isinstance(value, str) else
                             gguf.GGUFValueType.FLOAT32 if isinstance(value, float) else gguf.GGUFValueType.UINT32)
-        w.add_file_type({'float32': 0, 'float16': 1, 'bfloat16': 32, 'q8_0': 7}[dtype])
+        w.add_file_type(types[dtype][1])
         w.add_tokenizer_model(vocab['model'])
         if vocab['pre']:
             w.add_tokenizer_pre(vocab['pre'])
@@ -244,9 +238,9 @@ def export_gguf(source, out, dtype='float32'):
         w.add_add_space_prefix(vocab['add_space_prefix'])
         w.add_chat_template(CHAT_TEMPLATE)
         for tname, t in tensors:
-            a, qtype = t.numpy(), types[dtype]
-            if a.ndim == 1 or qtype == gguf.GGMLQuantizationType.Q8_0 and a.shape[-1] % 32:
-                qtype = gguf.GGMLQuantizationType.F32
+            a, qtype = t.numpy(), types[dtype][0]
+            if a.ndim == 1 or qtype == Q.Q8_0 and a.shape[-1] % 32:
+                qtype = Q.F32
             w.add_tensor(tname, gguf.quants.quantize(a, qtype), raw_dtype=qtype)  # shape: from the bytes
         w.write_header_to_file()
         w.write_kv_data_to_file()

@@ -381,18 +381,15 @@ def gguf_vocab(state, n_vocab):
     else:
         raise ValueError(f"the '{tok.spec}' tokenizer has no GGUF form here (sp:N, a SentencePiece .model and gpt2 "
                          f"do; llama.cpp's byte-level BPE needs merges, which the byte tokenizer has none of)")
-    own = len(out['tokens'])
+    own = len(out['tokens'])  # padded up to the model's vocabulary and our special tokens' ids
+    pad = range(own, max(n_vocab, max(tok.special.values()) + 1))
+    out['tokens'] += [f'[PAD{i}]' for i in pad]
+    out['types'] += [5] * len(pad)
+    if out['scores'] is not None:
+        out['scores'] += [-1e9] * len(pad)
     for t, i in tok.special.items():  # control tokens; ours named where they come after the tokenizer's own pieces
-        while len(out['tokens']) <= i:
-            out['tokens'].append(f"[PAD{len(out['tokens'])}]")
-            out['types'].append(5)
-            out['scores'] is None or out['scores'].append(-1e9)
         out['tokens'][i] = t if i >= own else out['tokens'][i]
         out['types'][i] = 3
-    while len(out['tokens']) < n_vocab:
-        out['tokens'].append(f"[PAD{len(out['tokens'])}]")
-        out['types'].append(5)
-        out['scores'] is None or out['scores'].append(-1e9)
     for k in ('tokens', 'types', 'scores'):
         out[k] = out[k] if out[k] is None else out[k][:n_vocab]
     for k in ('bos', 'eos', 'eot', 'unk', 'pad'):
