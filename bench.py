@@ -39,7 +39,7 @@ import chat
 from bench_perf import MEMORY_MODES, table
 from checkpoint import CheckpointError, find_checkpoint, load_model
 from configurator import ConfigError, configure, pick_device
-from data import doc_start, perplexity, read_text
+from data import perplexity, read_text
 from gsm8k_eval import (  # noqa: F401 (bench.score_gsm8k and the rest stay importable from here)
     COT_SHOTS, FIGURES, FLEX, STOPS, custom_answer, custom_match, extract_gsm8k, fewshot_texts, judge_gsm8k,
     judge_samples, lm_eval_match, official_extract, regex_filter, score_gsm8k, vote, wilson)
@@ -240,12 +240,14 @@ def generate_ids(model, tok, prompts, stop_ids, max_new, temp=0.0, gen=None, sto
     return outs, done
 
 
-def complete(model, tok, prompts, stop_ids, stop_strs=(), temp=0.0, gen=None):
+def complete(model, tok, prompts, stop_ids, stop_strs=(), temp=0.0, gen=None, plain=False):
     """Completions (str) of prompts (token id lists) by generate_ids with max_new_tokens: each ends before its first
-    stop token or stop string."""
+    stop token or stop string. plain=True drops every special token from the text, as lm-eval's decode does
+    (skip_special_tokens=True); else only the stop tokens go."""
     outs, _ = generate_ids(model, tok, prompts, stop_ids, max_new_tokens, temp, gen, stop_strs=stop_strs,
                            device=device)
-    texts = [tok.decode([t for t in o if t not in stop_ids]) for o in outs]
+    drop = set(tok.special_inv) if plain else set(stop_ids)
+    texts = [tok.decode([t for t in o if t not in drop]) for o in outs]
     for s in stop_strs:  # lm-eval keeps the text before the first stop string
         texts = [t.split(s)[0] for t in texts]
     return texts
@@ -305,7 +307,8 @@ def bench_eval(kind):
                   file=sys.stderr)
     else:
         texts, stop_strs = fewshot_texts(problems, train_docs, fewshot_task), STOPS[fewshot_task]
-        ids = [[doc_start(tok)] + tok.encode(t, special=False) for t in texts]
+        bos = [] if tok.bos_id is None else [tok.bos_id]  # as lm-eval's HF tokenizer encodes it (no end-of-text)
+        ids = [bos + tok.encode(t, special=False) for t in texts]
         fitted = [fit(model, i) for i in ids]
         texts = [t if len(f) == len(i) else tok.decode(f) for t, f, i in zip(texts, fitted, ids)]  # what it saw
         ids = fitted
@@ -321,7 +324,7 @@ def bench_eval(kind):
     with open(path, 'w', encoding='utf-8') as f:
         for i in range(0, len(problems), per):
             outs = complete(model, tok, [x for x in ids[i:i + per] for _ in range(num_samples)], stop_ids, stop_strs,
-                            temperature, gen)
+                            temperature, gen, plain=prompt == 'fewshot')
             for j, p in enumerate(problems[i:i + per]):
                 samples = outs[j * num_samples:(j + 1) * num_samples]
                 preds, correct = judge_samples(samples, p['answer'], scoring)

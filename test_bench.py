@@ -238,6 +238,11 @@ def test_complete_stop_strings_and_tokens(monkeypatch):
     out = bench.complete(m, tok, [[1, 2, 3], [4]], [tok.eot_id], bench.STOPS['gsm8k'])
     assert out == [" 9 * 2 = 18\n#### 18\n\n", " 5"]
     assert m.steps == len(" 9 * 2 = 18\n#### 18\n\nQuestion:")  # stopped once every row had stopped
+    # few-shot text as lm-eval decodes it: special tokens dropped, not only the stop tokens
+    think = tok.special['<think>']
+    rows = [list(b" 7") + [think] + list(b"\n#### 7") + [tok.eot_id] * 5]
+    assert bench.complete(Scripted(rows), tok, [[1]], [tok.eot_id]) == [" 7<think>\n#### 7"]
+    assert bench.complete(Scripted(rows), tok, [[1]], [tok.eot_id], plain=True) == [" 7\n#### 7"]
 
 
 # ---------------------------------------------------------------------------- tasks on a saved tiny run
@@ -383,7 +388,7 @@ def test_perplexity_text_and_chat_shards(run, monkeypatch, tmp_path, capsys):
 
 
 def test_documents_start_with_bos_where_the_tokenizer_has_one(run, monkeypatch, tmp_path):
-    # an hf: tokenizer whose post-processor puts <s> first (Llama 2's '<s> $A'), and the byte one (no BOS)
+    # perplexity windows start with BOS, else end-of-text; an hf: tokenizer whose post-processor puts <s> first (Llama 2's '<s> $A'), and the byte one (no BOS)
     tokenizers = pytest.importorskip('tokenizers')
     tk = tokenizers.Tokenizer(tokenizers.models.BPE())
     tk.pre_tokenizer = tokenizers.pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -401,9 +406,12 @@ def test_documents_start_with_bos_where_the_tokenizer_has_one(run, monkeypatch, 
         model = tiny('rwkv7', vocab_size=tok.vocab_size)  # no context limit: few-shot prompts are not cut
         monkeypatch.setattr(bench, 'load_run', lambda *a: (model, tok, {'path': 'm', 'config': {}}))
         prompts = []
-        monkeypatch.setattr(bench, 'complete', lambda m, t, ps, *a: prompts.extend(ps) or [''] * len(ps))
+        monkeypatch.setattr(bench, 'complete', lambda m, t, ps, *a, **k: prompts.extend(ps) or [''] * len(ps))
         bench.bench_eval('gsm8k')
-        assert len(prompts) == 6 and all(p[0] == first and first not in p[1:] for p in prompts)
+        # few-shot prompts as lm-eval's HF tokenizer encodes them: BOS where there is one, no end-of-text
+        lead = [] if tok.bos_id is None else [tok.bos_id]
+        assert len(prompts) == 6 and all(p[:len(lead)] == lead and tok.decode(p[len(lead):]).startswith('Question: ')
+                                         and first not in p[len(lead):] for p in prompts)
         rec = bench.bench_perplexity(str(tmp_path / 'a.txt'))
         ids = [first] + tok.encode(text, special=False)
         with torch.no_grad():  # windows of block_size 64 after the first token, by hand
