@@ -95,7 +95,8 @@ contexts = '64,256,1024,2048'
 new_tokens = 32           # decode steps timed after each context
 repeats = 5
 vs_official = False       # generate, RWKV-7 on the CPU: decode speed against BlinkDL's rwkv package, the same weights
-compile = False           # wkv: also the torch.compile'd chunked WKV; speed: compile the training step's model
+compile = False           # wkv: also the torch.compile'd chunked WKV; speed: compile the training step's model;
+                          # generate and the evaluations: RWKV-7's one-token decode step (RWKV7.compile_step)
 B = 4                     # wkv: the shape (fp32)
 H = 4
 N = 64
@@ -126,13 +127,15 @@ def load_run(path, name=''):
     (checkpoint.find_checkpoint: '' = best.pt if present, else ckpt.pt; a name in path; a path to a file), in eval
     mode on `device` (checkpoint.load_model). LoRA runs: best.pt holds the merged model. name 'hf:<folder or hub id>'
     or 'llama2c:<file.bin>': a pretrained model (context --block_size or the model's) with its own tokenizer; path may
-    then be ''. Raises ConfigError when there is nothing to load."""
+    then be ''. --compile=True: an RWKV-7 decodes through its compiled step (RWKV7.compile_step). Raises ConfigError
+    when there is nothing to load."""
     if not path and not name:
         raise ConfigError("no checkpoint: set --out_dir to a trained run (or --ckpt to a checkpoint file)")
     try:
-        return load_model(find_checkpoint(path, name), device, block_size or None)
+        model, tok, ck = load_model(find_checkpoint(path, name), device, block_size or None)
     except (FileNotFoundError, CheckpointError) as e:
         raise ConfigError(str(e)) from None
+    return (model.compile_step() if compile and ck['model_type'] == 'rwkv7' else model), tok, ck
 
 
 # ---------------------------------------------------------------------------- GSM8K data

@@ -117,7 +117,8 @@ def speed(name, kind, args, sd, *, bsz, blk, device, train, contexts, new_tokens
     prefill/decode tokens/s at each of `contexts`, per WKV implementation for RWKV-7, of the model `kind` with
     model_args `args` (and state dict sd, or None for random weights). train=False: generation only. profile: a
     torch.profiler trace of 3 training steps to out_dir. vs_official (RWKV-7 on a CPU): decode tokens/s against
-    BlinkDL's rwkv package on the same weights (official_rwkv_speed)."""
+    BlinkDL's rwkv package on the same weights (official_rwkv_speed). compiled: also RWKV-7's decode step
+    (RWKV7.compile_step), compiled before the timings."""
     import resource
     from contextlib import nullcontext
     if vs_official and (kind != 'rwkv7' or device != 'cpu'):
@@ -181,9 +182,13 @@ def speed(name, kind, args, sd, *, bsz, blk, device, train, contexts, new_tokens
         if sd is not None:
             model.load_state_dict(sd)
         model.eval()
+        if compiled and kind == 'rwkv7':  # the decode step compiled, outside the timings
+            model.compile_step()
+            gen_speed(model, kind, 8, 2, 1, device)
         for ctx in contexts:
             pre, dec = gen_speed(model, kind, ctx, new_tokens, repeats, device)
-            gen_rows.append([kind, impl, ctx, f"{pre:,.0f}", f"{dec:,.1f}"])
+            gen_rows.append([kind, impl + (' (compiled step)' if compiled and kind == 'rwkv7' else ''), ctx,
+                             f"{pre:,.0f}", f"{dec:,.1f}"])
             recs.append({'impl': impl, 'context': ctx, 'prefill_tok_per_s': pre, 'decode_tok_per_s': dec})
         if vs_official and impl == impls[-1]:
             official_rows = official_rwkv_speed(model, contexts, new_tokens, repeats)
@@ -197,7 +202,7 @@ def speed(name, kind, args, sd, *, bsz, blk, device, train, contexts, new_tokens
     table(['type', 'impl', 'context', 'prefill tok/s', 'decode tok/s (batch 1, greedy)'], gen_rows)
     if vs_official:
         print(f"\ndecode tok/s (batch 1, greedy, {new_tokens} tokens; median of {repeats}, interleaved): ours "
-              f"({impls[-1]}) vs BlinkDL's rwkv package (x070, 'cpu fp32'), the same weights\n")
+              f"({impls[-1]}{', compiled step' if compiled else ''}) vs BlinkDL's rwkv package (x070, 'cpu fp32'), the same weights\n")
         table(['context', 'ours', 'rwkv package', 'ours / package'], official_rows)
         recs += [{'context': r[0], 'official_decode_tok_per_s': float(r[2].replace(',', ''))} for r in official_rows]
     return {'model': name, 'model_type': kind, 'dtype': dt_name, 'device': device, 'batch': bsz, 'block': blk,

@@ -370,6 +370,14 @@ class RWKV7(nn.Module):
         state = {key: torch.stack(t) for key, t in zip(('att_x_prev', 'att_kv', 'ffn_x_prev'), new)}
         return self.head(F.layer_norm(x, (C,), self.ln_out.weight, self.ln_out.bias)).float(), state
 
+    def compile_step(self):
+        """Decode through a torch.compile'd step_one from here on (step() calls it): a token then runs as a few fused
+        kernels instead of ~45 PyTorch calls per layer, which is what bounds a CPU's decoding of a small model. The
+        compile takes ~15-45 s on a 2-core CPU, again once for a second batch size (then shape-generic): opt-in
+        (sample.py and bench.py --compile=True) for long generations and evaluations. Returns the model."""
+        self.step_one = torch.compile(self.step_one)
+        return self
+
     def configure_optimizers(self, weight_decay, learning_rate, betas, device_type):
         """AdamW as train_temp: weight decay only on 2-D `.weight` matrices (projections, emb, head); att.w0 at twice
         the learning rate (its group has lr_scale=2, which train.py applies); fused on CUDA and CPU."""

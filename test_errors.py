@@ -190,6 +190,7 @@ CASES = [
     ('sample.py', 'top_p 0', ['--top_p=0'], "0 < top_p <= 1 (got 0.0)", {}),
     ('sample.py', 'missing prompt file', ['--start=FILE:missing.txt'], "prompt file 'missing.txt' not found", {}),
     ('sample.py', 'non-UTF-8 prompt file', ['--start=FILE:latin.txt'], "prompt file 'latin.txt' is not UTF-8", {}),
+    ('sample.py', 'compile a Llama', ['--compile=True'], "--compile=True compiles RWKV-7's one-token decode step", {}),
     ('sample.py', 'missing pretrained model', ['--ckpt=hf:missing_dir'], "cannot load hf:missing_dir", {}),
 
     ('bench.py', 'unknown task', ['--task=nope'], "unknown task 'nope'", {}),

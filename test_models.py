@@ -198,6 +198,22 @@ def test_rwkv_state_carry_and_generate():
     assert torch.equal(out, seq)
 
 
+def test_rwkv_compiled_decode_step():
+    # compile_step: greedy generation through the torch.compile'd one-token step equals the eager one, token for
+    # token, and its logits and state agree to float32 rounding
+    model = random_rwkv()
+    x = torch.randint(0, 64, (2, 7))
+    eager = model.generate(x, 6, temperature=0)
+    with torch.no_grad():
+        _, state = model.step(x)
+        ref, ref_state = model.step_one(x[:, -1], state)
+        model.compile_step()
+        out, out_state = model.step_one(x[:, -1], state)
+    assert model.step_one is not RWKV7.step_one and torch.allclose(out, ref, atol=1e-5)
+    assert all(torch.allclose(out_state[k], ref_state[k], atol=1e-5) for k in ref_state)
+    assert torch.equal(model.generate(x, 6, temperature=0), eager)
+
+
 def test_rwkv_from_pretrained_official_layout(tmp_path):
     model = random_rwkv(1, n_layer=3)
     sd = {'_forward_module.' + k: v.to(torch.bfloat16) for k, v in model.state_dict().items()}  # a DeepSpeed save
