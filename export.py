@@ -6,17 +6,17 @@ The one exporter: a run, a checkpoint or a pretrained model written in a format 
     python export.py llama2c:stories260K.bin out-hf  # a pretrained model (hf:<folder or hub id>, llama2c:<file.bin>)
     python export.py out-lora out-lora-hf --peft     # a LoRA run as its base + a PEFT adapter (out/base, out/adapter)
     python export.py out-reasoning-rwkv rwkv.pth     # an RWKV-7 run as an official .pth [--dtype=bfloat16]
-    python export.py out-reasoning-llama r.gguf      # a Llama as GGUF for llama.cpp / Ollama [--dtype=q8_0]
+    python export.py out-reasoning-llama r.gguf      # a Llama or an RWKV-7 run as GGUF for llama.cpp [--dtype=q8_0]
 
 The format comes from the output's name:
 - a folder: a Hugging Face model of a Llama run (model_llama.export_hf: config.json, model.safetensors;
   tokenizer.hf_files: tokenizer.json and its config files, generation_config.json), which transformers'
   AutoModelForCausalLM and AutoTokenizer load with no other package. A LoRA run exports merged (its best.pt), or with
   --peft as the unmerged base plus the adapters in PEFT's layout (lora.save_peft). transformers has no RWKV-7.
-- x.gguf: a Llama (a run, a checkpoint, hf:/llama2c:) as llama.cpp's convert_hf_to_gguf.py writes one (gguf_tensors),
-  with its tokenizer and our chat template embedded, float32 unless --dtype says float16, bfloat16 or q8_0; written
-  by the ggml project's `gguf` package, so nothing is compiled. RWKV-7 runs: not yet (their GGUF layout is
-  llama.cpp's rwkv7 architecture, a different set of tensors).
+- x.gguf: a Llama (a run, a checkpoint, hf:/llama2c:) or an RWKV-7 run as llama.cpp's convert_hf_to_gguf.py writes
+  one (gguf_tensors; rwkv_gguf_tensors: its rwkv7 architecture), with its tokenizer and our chat template embedded,
+  float32 unless --dtype says float16, bfloat16 or q8_0; written by the ggml project's `gguf` package, so nothing is
+  compiled. An official rwkv: .pth carries the RWKV World vocabulary, which has no GGUF form here.
 - x.pth: an RWKV-7 run (or an rwkv:<.pth>, to change its dtype) as BlinkDL's trainer saves it
   (RWKV7.official_state_dict; float32 unless --dtype says bfloat16 / float16, the releases' dtype is bfloat16), which
   the official `rwkv` pip package runs (RWKV_V7_ON=1, strategy 'cpu fp32'), beside x.tokenizer.json, the run's
@@ -35,9 +35,9 @@ DTYPES = {'float32': torch.float32, 'bfloat16': torch.bfloat16, 'float16': torch
 
 
 def read_plain(path, kind):
-    """(model, checkpoint dict) of a train.py checkpoint file holding a full model of `kind` ('llama' | 'rwkv7'; a
-    LoRA run's merged best.pt is one). Raises OSError (no file), ValueError (unreadable; another model type or a LoRA
-    run's adapters, naming what to export instead), RuntimeError (missing or misshapen weights)."""
+    """(model, checkpoint dict) of a train.py checkpoint file holding a full model of `kind` ('llama' | 'rwkv7' |
+    None: either; a LoRA run's merged best.pt is one). Raises OSError (no file), ValueError (unreadable; another model type or a LoRA
+    run's adapters, naming what to export instead; weights that do not fit its model_args)."""
     from checkpoint import model_class
     if not os.path.isfile(path):
         raise FileNotFoundError(f"no checkpoint {path}: give a train.py checkpoint, e.g. out-run/best.pt")
@@ -46,13 +46,17 @@ def read_plain(path, kind):
         raise ValueError(f"{path} holds only LoRA adapters: export the run's merged best.pt"
                          + (" (or the base and a PEFT adapter: python export.py <run> <folder> --peft)"
                             if kind == 'llama' else ''))
-    if ck['model_type'] != kind:
-        raise ValueError(f"{path} holds an RWKV-7: export it to a .pth file (Hugging Face folders and GGUF files are "
-                         f"for Llamas here)" if ck['model_type'] == 'rwkv7' else f"{path} holds a Llama: .pth is "
-                         f"RWKV-7's format; export it to a folder (Hugging Face) or a .gguf file")
-    Model, Config = model_class(kind)
-    model = Model(Config(**ck['model_args']))
-    model.load_state_dict(ck['model'])
+    if kind not in (None, ck['model_type']):
+        raise ValueError(f"{path} holds an RWKV-7: export it to a .pth or a .gguf file (transformers has no RWKV-7)"
+                         if ck['model_type'] == 'rwkv7' else f"{path} holds a Llama: .pth is RWKV-7's format; export "
+                         f"it to a folder (Hugging Face) or a .gguf file")
+    Model, Config = model_class(ck['model_type'])
+    try:
+        model = Model(Config(**ck['model_args']))
+        model.load_state_dict(ck['model'])
+    except (TypeError, RuntimeError) as e:  # RuntimeError: missing or misshapen weights
+        raise ValueError(f"{path} does not load into its model ({type(e).__name__}: {str(e).splitlines()[0][:150]})") \
+            from None
     return model, ck
 
 
@@ -187,13 +191,49 @@ def gguf_tensors(model):
     return arch, hparams, [(name, t.detach().float().cpu().contiguous()) for name, t in out]
 
 
+RWKV_GGUF = {'ln1': 'attn_norm', 'ln2': 'attn_norm_2', 'att.ln_x': 'time_mix_ln', 'att.receptance': 'time_mix_receptance',
+             'att.key': 'time_mix_key', 'att.value': 'time_mix_value', 'att.output': 'time_mix_output',
+             'ffn.key': 'channel_mix_key', 'ffn.value': 'channel_mix_value'}
+
+
+def rwkv_gguf_tensors(model):
+    """An RWKV7 in llama.cpp's GGUF layout, as its convert_hf_to_gguf.py (Rwkv7Model) writes one: ('rwkv7',
+    hyperparameters, [(ggml tensor name, fp32 tensor)]). The six token-shift mixes stacked as time_mix_lerp_fused (6,
+    1, 1, C); the low-rank matrices (w1, w2, a1, a2, v1, v2, g1, g2) transposed; r_k flattened, the other vectors
+    squeezed; block 0's unused v0, v1, v2 written as copies of its a0, a1, a2 (the shapes llama.cpp loads there)."""
+    cfg, sd = model.config, model.state_dict()
+    hparams = {'context_length': 1048576, 'embedding_length': cfg.n_embd, 'block_count': cfg.n_layer,  # no limit
+               'attention.layer_norm_epsilon': float(model.ln_out.eps), 'wkv.head_size': cfg.head_size,
+               'attention.decay_lora_rank': cfg.d_decay, 'attention.iclr_lora_rank': cfg.d_aaa,
+               'attention.value_residual_mix_lora_rank': cfg.d_mv, 'attention.gate_lora_rank': cfg.d_gate,
+               'feed_forward_length': cfg.dim_ffn, 'attention.head_count': 0}  # head_count: read, unused
+    out = [('token_embd.weight', sd['emb.weight']), ('token_embd_norm.weight', sd['blocks.0.ln0.weight']),
+           ('token_embd_norm.bias', sd['blocks.0.ln0.bias'])]
+    for i in range(cfg.n_layer):
+        b, g = f'blocks.{i}.', f'blk.{i}.'
+        out.append((g + 'time_mix_lerp_fused.weight', torch.stack([sd[f'{b}att.x_{c}'] for c in 'rwkvag'])))
+        for ours, theirs in RWKV_GGUF.items():
+            out += [(f'{g}{theirs}.{p}', sd[f'{b}{ours}.{p}']) for p in ('weight', 'bias') if f'{b}{ours}.{p}' in sd]
+        for c in ('w', 'a', 'v', 'g'):
+            src = f'{b}att.a' if c == 'v' and i == 0 else f'{b}att.{c}'
+            if c != 'g':
+                out.append((f'{g}time_mix_{c}0.weight', sd[src + '0'].flatten()))
+            out += [(f'{g}time_mix_{c}{n}.weight', sd[f'{src}{n}'].t()) for n in (1, 2)]
+        out += [(f'{g}time_mix_{n}.weight', sd[f'{b}att.{n}'].flatten()) for n in ('k_k', 'k_a', 'r_k')]
+        out.append((f'{g}channel_mix_lerp_k.weight', sd[f'{b}ffn.x_k'].flatten()))
+    out += [('output_norm.weight', sd['ln_out.weight']), ('output_norm.bias', sd['ln_out.bias']),
+            ('output.weight', sd['head.weight'])]
+    return 'rwkv7', hparams, [(name, t.detach().float().cpu().contiguous()) for name, t in out]
+
+
 def export_gguf(source, out, dtype='float32'):
-    """A Llama (a train.py checkpoint, a LoRA run's merged best.pt, or 'hf:<...>' / 'llama2c:<...>') -> `out`, a GGUF
-    file llama.cpp runs, written with the ggml project's `gguf` package (no compiler): gguf_tensors' weights in
-    `dtype` (float32, float16, bfloat16 or q8_0; 1-D tensors, and q8_0 tensors whose rows are not a multiple of 32,
-    stay float32, as llama.cpp's converter keeps them), the tokenizer embedded (tokenizer.gguf_vocab) with our chat
-    template. Written atomically. Returns out. Raises OSError (no file, out a folder or unwritable), ValueError (an
-    RWKV-7, a LoRA run's ckpt.pt, a tokenizer with no GGUF form, an unknown dtype)."""
+    """A Llama or an RWKV-7 (a train.py checkpoint, a LoRA run's merged best.pt, or 'hf:<...>' / 'llama2c:<...>')
+    -> `out`, a GGUF file llama.cpp runs, written with the ggml project's `gguf` package (no compiler): gguf_tensors'
+    or rwkv_gguf_tensors' weights in `dtype` (float32, float16, bfloat16 or q8_0; 1-D tensors, RWKV-7's decay
+    matrices and token-shift mixes, and q8_0 tensors whose rows are not a multiple of 32, stay float32, as llama.cpp's
+    converter keeps them), the tokenizer embedded (tokenizer.gguf_vocab) with our chat template. Written atomically.
+    Returns out. Raises OSError (no file, out a folder or unwritable), ValueError (a LoRA run's ckpt.pt, a tokenizer
+    with no GGUF form, an unknown dtype)."""
     try:
         import gguf
     except ImportError:
@@ -210,9 +250,13 @@ def export_gguf(source, out, dtype='float32'):
         model, tok, _ = load_model(source)
         state, name = tok.state(), source.split(':', 1)[1]
     else:
-        model, ck = read_plain(source, 'llama')
+        model, ck = read_plain(source, None)
         state, name = ck['tokenizer'], os.path.basename(os.path.dirname(os.path.abspath(source)))
-    arch, hparams, tensors = gguf_tensors(model)
+    arch, hparams, tensors = (rwkv_gguf_tensors if hasattr(model, 'blocks') else gguf_tensors)(model)
+    if arch == 'rwkv7' and model.config.head_size % 64:
+        print(f"export.py: warning: head_size {model.config.head_size}: llama.cpp's CPU WKV7 kernel steps over 64 "
+              f"floats at a time with AVX-512 and computes wrong logits for a head size that is not a multiple of it "
+              f"(seen with llama-cpp-python 0.3.36); head_size 64, the official models', gives ours", file=sys.stderr)
     vocab = gguf_vocab(state, model.config.vocab_size)  # ValueError before anything is written
     w = gguf.GGUFWriter(out + '.tmp', arch)
     try:
@@ -239,7 +283,8 @@ def export_gguf(source, out, dtype='float32'):
         w.add_chat_template(CHAT_TEMPLATE)
         for tname, t in tensors:
             a, qtype = t.numpy(), types[dtype][0]
-            if a.ndim == 1 or qtype == Q.Q8_0 and a.shape[-1] % 32:
+            if a.ndim == 1 or tname.endswith(('time_mix_w1.weight', 'time_mix_w2.weight', 'lerp_fused.weight')) \
+                    or qtype == Q.Q8_0 and a.shape[-1] % 32:
                 qtype = Q.F32
             w.add_tensor(tname, gguf.quants.quantize(a, qtype), raw_dtype=qtype)  # shape: from the bytes
         w.write_header_to_file()
@@ -273,7 +318,8 @@ def export(source, out, peft=False, dtype=None):
     if peft:
         return "wrote {} and {}".format(*export_peft(source, out))
     if source.startswith('rwkv:') and not pth:
-        raise ValueError(f"{source} is an RWKV-7: export it to a .pth file (folders and .gguf files are for Llamas)")
+        raise ValueError(f"{source} is an official RWKV-7: export it to a .pth file (transformers has no RWKV-7, and "
+                         f"its World vocabulary has no GGUF form here)")
     if gg and source.startswith(('hf:', 'llama2c:')):
         return f"wrote {export_gguf(source, out, dtype or 'float32')}"
     if source.startswith(('hf:', 'llama2c:')):

@@ -3,7 +3,8 @@ GGUF export (export.py <source> x.gguf), read back with the ggml project's `gguf
 model's (q/k in llama.cpp's interleaved RoPE layout; Q8_0 within its rounding), the hyperparameters, and a tokenizer
 whose pieces, scores and types are SentencePiece's or GPT-2's; with ../shared, our export of llama2.c's
 stories260K against llama.cpp's own conversion of it; with llama-cpp-python installed, llama.cpp's greedy tokens
-from our file equal sample.py's. The export's bad input.
+from our file equal sample.py's. RWKV-7 in llama.cpp's rwkv7 layout, read back, and in llama.cpp (logits and greedy
+tokens). The export's bad input.
 
     python -m pytest test_gguf.py -q
 """
@@ -17,6 +18,7 @@ import torch
 
 from conftest import ROOT, SHARED, TEXT, gpt2_or_skip, run
 from model_llama import Llama, LlamaConfig
+from model_rwkv7 import RWKV7, RWKV7Config
 from tokenizer import get_tokenizer, train_sentencepiece
 
 import gguf  # noqa: E402  (requirements.txt)
@@ -143,6 +145,51 @@ def test_stories260k_equals_llama_cpps_own_conversion(tmp_path):
     assert ours['llama.attention.layer_norm_rms_epsilon'] == pytest.approx(ref['llama.attention.layer_norm_rms_epsilon'])
 
 
+def rwkv_checkpoint(tmp_path, tok, head_size=64, noise=0.1):
+    """A 2-layer RWKV-7 (C = 128) with noise on every weight (its zero-initialised ones too), saved as best.pt."""
+    torch.manual_seed(0)
+    model = RWKV7(RWKV7Config(vocab_size=(tok.vocab_size + 63) // 64 * 64, n_layer=2, n_embd=128,
+                              head_size=head_size)).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * noise)
+    torch.save({'model_type': 'rwkv7', 'model_args': dataclasses.asdict(model.config), 'model': model.state_dict(),
+                'tokenizer': tok.state(), 'iter_num': 5}, tmp_path / 'best.pt')
+    return model
+
+
+@pytest.mark.parametrize('dtype', ['float32', 'q8_0'])
+def test_rwkv7_layout_round_trip(tmp_path, dtype):
+    train_sentencepiece([TEXT], 340, str(tmp_path / 'tokenizer.model'))
+    tok = get_tokenizer('sp:340', str(tmp_path))
+    model = rwkv_checkpoint(tmp_path, tok)
+    p = run('export.py', str(tmp_path), 'm.gguf', f'--dtype={dtype}', cwd=tmp_path, timeout=120)
+    assert p.stdout.strip() == 'wrote m.gguf' and 'warning' not in p.stderr
+    meta, t = read(str(tmp_path / 'm.gguf'))
+    cfg, sd = model.config, model.state_dict()
+    assert meta['general.architecture'] == 'rwkv7' and meta['rwkv7.wkv.head_size'] == 64
+    assert (meta['rwkv7.embedding_length'], meta['rwkv7.block_count'], meta['rwkv7.feed_forward_length'],
+            meta['rwkv7.attention.decay_lora_rank'], meta['rwkv7.attention.iclr_lora_rank'],
+            meta['rwkv7.attention.value_residual_mix_lora_rank'], meta['rwkv7.attention.gate_lora_rank']) == \
+        (128, 2, cfg.dim_ffn, cfg.d_decay, cfg.d_aaa, cfg.d_mv, cfg.d_gate)
+    assert len(t) == 6 + 2 * 28
+    want = {'token_embd.weight': sd['emb.weight'], 'token_embd_norm.bias': sd['blocks.0.ln0.bias'],
+            'blk.1.time_mix_lerp_fused.weight': torch.stack([sd[f'blocks.1.att.x_{c}'] for c in 'rwkvag']),
+            'blk.1.time_mix_w1.weight': sd['blocks.1.att.w1'].t(), 'blk.1.time_mix_a2.weight': sd['blocks.1.att.a2'].t(),
+            'blk.1.time_mix_v0.weight': sd['blocks.1.att.v0'].flatten(),
+            'blk.0.time_mix_v1.weight': sd['blocks.0.att.a1'].t(),  # block 0: copies of a (llama.cpp's shapes)
+            'blk.1.time_mix_r_k.weight': sd['blocks.1.att.r_k'].flatten(),
+            'blk.0.time_mix_ln.weight': sd['blocks.0.att.ln_x.weight'],
+            'blk.0.time_mix_key.weight': sd['blocks.0.att.key.weight'],
+            'blk.1.channel_mix_value.weight': sd['blocks.1.ffn.value.weight'],
+            'blk.1.channel_mix_lerp_k.weight': sd['blocks.1.ffn.x_k'].flatten(),
+            'blk.0.attn_norm_2.weight': sd['blocks.0.ln2.weight'], 'output.weight': sd['head.weight']}
+    for name, w in want.items():
+        got = torch.from_numpy(np.array(t[name], dtype=np.float32))
+        exact = dtype == 'float32' or w.dim() == 1 or 'w1' in name or 'lerp' in name  # kept float32
+        assert got.shape == w.shape and (got - w).abs().max() <= (0 if exact else 1e-2 * w.abs().max()), name
+
+
 def test_gguf_export_errors_are_one_line_and_write_nothing(tmp_path):
     import lora
     checkpoint(tmp_path, get_tokenizer('byte'))  # llama.cpp has no byte tokenizer (its gpt2 vocabularies need merges)
@@ -150,20 +197,18 @@ def test_gguf_export_errors_are_one_line_and_write_nothing(tmp_path):
     train_sentencepiece([TEXT], 340, str(tmp_path / 'tokenizer.model'))
     tok = get_tokenizer('sp:340', str(tmp_path))
     model = checkpoint(tmp_path, tok)
-    torch.save({'model_type': 'rwkv7', 'model_args': {}, 'model': {}, 'tokenizer': tok.state(), 'iter_num': 0},
-               tmp_path / 'rwkv.pt')
     lora.apply_lora(model, ['q_proj'], r=2, alpha=4.0)
     torch.save({'model_type': 'llama', 'model_args': dataclasses.asdict(model.config), 'model': {},
                 'lora': {'r': 2}, 'tokenizer': tok.state(), 'iter_num': 0}, tmp_path / 'lora.pt')
     (tmp_path / 'dir.gguf').mkdir()
     for args, msg in [(['byte.pt', 'x.gguf'], "the 'byte' tokenizer has no GGUF form"),
                       (['best.pt', 'x.gguf', '--dtype=q4_0'], "unknown --dtype 'q4_0' for GGUF"),
-                      (['best.pt', 'dir.gguf'], 'is a folder'), (['rwkv.pt', 'x.gguf'], 'export it to a .pth'),
+                      (['best.pt', 'dir.gguf'], 'is a folder'), (['rwkv:x.pth', 'x.gguf'], 'an official RWKV-7'),
                       (['lora.pt', 'x.gguf'], 'holds only LoRA adapters'), (['best.pt', 'x.gguf', '--peft'], '--peft'),
                       (['missing.pt', 'x.gguf'], 'no checkpoint'), (['best.pt', 'no/such/dir/x.gguf'], 'No such file')]:
         p = run('export.py', *args, cwd=tmp_path, check=False, timeout=60)
         assert p.returncode == 1 and p.stderr.count('\n') == 1 and msg in p.stderr, (args, p.stderr)
-    assert sorted(os.listdir(tmp_path)) == ['best.pt', 'byte.pt', 'dir.gguf', 'lora.pt', 'rwkv.pt', 'tokenizer.model']
+    assert sorted(os.listdir(tmp_path)) == ['best.pt', 'byte.pt', 'dir.gguf', 'lora.pt', 'tokenizer.model']
 
 
 @pytest.mark.skipif(llama_cpp is None, reason='needs llama-cpp-python (builds llama.cpp; see docs/guide.md)')
@@ -188,3 +233,30 @@ def test_llama_cpp_greedy_tokens_equal_ours(tmp_path):
     assert theirs == ours
     assert llm.tokenize('<|im_start|>user\nLine 3'.encode(), add_bos=False, special=True) == \
         tok.encode('<|im_start|>user\nLine 3')
+
+
+@pytest.mark.skipif(llama_cpp is None, reason='needs llama-cpp-python (builds llama.cpp; see docs/guide.md)')
+def test_llama_cpp_runs_our_rwkv7(tmp_path):
+    # llama.cpp's rwkv7 on our export: the logits of every prompt position, then greedy tokens. Head size 64 (the
+    # official models'); with 32 llama.cpp's AVX-512 WKV7 kernel is wrong, and export.py says so
+    train_sentencepiece([TEXT], 340, str(tmp_path / 'tokenizer.model'))
+    tok = get_tokenizer('sp:340', str(tmp_path))
+    model = rwkv_checkpoint(tmp_path, tok)
+    run('export.py', 'best.pt', 'm.gguf', cwd=tmp_path, timeout=180)
+    prompt = tok.encode('<|im_start|>user\nLine 3 of the text<|im_end|>\n<|im_start|>assistant\n')
+    llm = llama_cpp.Llama(str(tmp_path / 'm.gguf'), n_ctx=256, n_threads=1, verbose=False, logits_all=True)
+    llm.eval(prompt)
+    with torch.no_grad():
+        ours = model(torch.tensor([prompt]))[0][0]
+    assert torch.allclose(torch.tensor(np.array(llm.scores[:len(prompt)])), ours, atol=1e-4)
+    llm.close()
+    greedy = model.generate(torch.tensor([prompt]), 30, temperature=0)[0, len(prompt):].tolist()
+    llm = llama_cpp.Llama(str(tmp_path / 'm.gguf'), n_ctx=256, n_threads=1, verbose=False)  # a fresh state
+    theirs = []
+    for t in llm.generate(prompt, temp=0.0, top_k=1, repeat_penalty=1.0):
+        theirs.append(t)
+        if len(theirs) == len(greedy):
+            break
+    assert theirs == greedy and len(set(greedy)) > 3
+    rwkv_checkpoint(tmp_path, tok, head_size=32)
+    assert 'warning: head_size 32' in run('export.py', 'best.pt', 'm32.gguf', cwd=tmp_path, timeout=180).stderr
