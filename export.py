@@ -165,18 +165,20 @@ def gguf_tensors(model):
     (out, in) or (n,))]). For 'llama', q/k rows go back to Meta's interleaved RoPE layout (the inverse of hf_permute:
     llama.cpp's llama rotates adjacent pairs); Qwen2's rotate-half is llama.cpp's NEOX mode and stays as it is. The
     head is written even when tied (as llama.cpp's llama2.c converter does). `model` is a plain Llama (read_plain,
-    load_model). Raises ValueError for llama3 RoPE scaling (not written yet)."""
+    load_model). Llama 3.1's RoPE scaling goes as llama.cpp's rope_freqs tensor: each frequency's divisor."""
+    from model_llama import rope_frequencies
     cfg, sd = model.config, model.state_dict()
-    if cfg.rope_scaling and cfg.rope_scaling['rope_type'] != 'linear':
-        raise ValueError(f"GGUF export of {cfg.rope_scaling['rope_type']} RoPE scaling is not written yet")
     arch, hd = 'qwen2' if cfg.qkv_bias else 'llama', cfg.n_embd // cfg.n_head
     hparams = {'context_length': cfg.block_size, 'embedding_length': cfg.n_embd, 'block_count': cfg.n_layer,
                'feed_forward_length': cfg.intermediate_size, 'attention.head_count': cfg.n_head,
                'attention.head_count_kv': cfg.n_kv_head, 'rope.dimension_count': hd,
                'attention.layer_norm_rms_epsilon': float(cfg.norm_eps), 'rope.freq_base': float(cfg.rope_theta)}
-    if cfg.rope_scaling:
-        hparams.update({'rope.scaling.type': 'linear', 'rope.scaling.factor': float(cfg.rope_scaling['factor'])})
     out = [('token_embd.weight', sd['embed_tokens.weight'])]
+    if cfg.rope_scaling and cfg.rope_scaling['rope_type'] == 'linear':
+        hparams.update({'rope.scaling.type': 'linear', 'rope.scaling.factor': float(cfg.rope_scaling['factor'])})
+    elif cfg.rope_scaling:  # llama3
+        out.append(('rope_freqs.weight', rope_frequencies(hd, cfg.rope_theta) /
+                    rope_frequencies(hd, cfg.rope_theta, cfg.rope_scaling)))
     for i in range(cfg.n_layer):
         for ours, theirs in GGUF_NAMES.items():
             for suffix in ('.weight', '.bias') if not ours.endswith('.weight') else ('',):

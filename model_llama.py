@@ -84,9 +84,8 @@ class RMSNorm(nn.Module):
         return F.rms_norm(x.float(), (x.size(-1),), self.weight.float(), self.eps).type_as(x)
 
 
-def rope_tables(head_dim, max_len, theta, scaling=None):
-    """cos, sin of shape (max_len, head_dim) for the rotate-half layout: freq i = theta^(-2i/head_dim). The first
-    half of sin is negated, so that rotate_half(x) * sin == roll(x, head_dim/2) * sin_signed (see apply_rope).
+def rope_frequencies(head_dim, theta, scaling=None):
+    """The head_dim / 2 RoPE frequencies (radians per position, float32): freq i = theta^(-2i/head_dim), then
     scaling (LlamaConfig.rope_scaling): 'linear' divides every frequency by factor (Chen et al. 2023,
     arXiv:2306.15595); 'llama3' (Llama 3.1) divides the low frequencies by factor, keeps the high ones and
     interpolates in between (Hugging Face's _compute_llama3_parameters)."""
@@ -101,7 +100,14 @@ def rope_tables(head_dim, max_len, theta, scaling=None):
         mid = (1 - smooth) * inv_freq / factor + smooth * inv_freq
         inv_freq = torch.where(wavelen > old_len / lo, inv_freq / factor,
                                torch.where(wavelen < old_len / hi, inv_freq, mid))
-    angles = torch.outer(torch.arange(max_len, dtype=torch.float32), inv_freq)
+    return inv_freq
+
+
+def rope_tables(head_dim, max_len, theta, scaling=None):
+    """cos, sin of shape (max_len, head_dim) for the rotate-half layout, at rope_frequencies(head_dim, theta,
+    scaling). The first half of sin is negated, so that rotate_half(x) * sin == roll(x, head_dim/2) * sin_signed
+    (see apply_rope)."""
+    angles = torch.outer(torch.arange(max_len, dtype=torch.float32), rope_frequencies(head_dim, theta, scaling))
     return torch.cat([angles, angles], dim=-1).cos(), torch.cat([-angles.sin(), angles.sin()], dim=-1)
 
 

@@ -260,3 +260,81 @@ def test_llama_cpp_runs_our_rwkv7(tmp_path):
     assert theirs == greedy and len(set(greedy)) > 3
     rwkv_checkpoint(tmp_path, tok, head_size=32)
     assert 'warning: head_size 32' in run('export.py', 'best.pt', 'm32.gguf', cwd=tmp_path, timeout=180).stderr
+
+
+def hf_bpe(path, pre):
+    """A byte-level BPE tokenizer.json trained on TEXT (and digits, contractions, newlines) with one of the
+    pre-tokenizers of GPT-2, Llama 3, Qwen2 or SmolLM, and <|endoftext|> as a special added token."""
+    import tokenizer as T
+    tokenizers = pytest.importorskip('tokenizers')
+    from tokenizers import Regex, pre_tokenizers as P
+    byte = P.ByteLevel(add_prefix_space=False, use_regex=False)
+    regex = {v: k for k, v in T.GGUF_PRE.items()}
+    tk = tokenizers.Tokenizer(tokenizers.models.BPE())
+    tk.pre_tokenizer = {'gpt-2': P.ByteLevel(add_prefix_space=False),
+                        'smollm': P.Sequence([P.Digits(individual_digits=True), P.ByteLevel(add_prefix_space=False)]),
+                        }.get(pre) or P.Sequence([P.Split(Regex(regex[pre]), 'isolated'), byte])
+    tk.decoder = tokenizers.decoders.ByteLevel()
+    extra = "I'm 12345 years old; he'll pay $3.50!\n\n  Done.  \n" * 20
+    tk.train_from_iterator([TEXT, extra], tokenizers.trainers.BpeTrainer(
+        vocab_size=400, special_tokens=['<|endoftext|>'], show_progress=False,
+        initial_alphabet=P.ByteLevel.alphabet()))
+    tk.save(str(path))
+    return get_tokenizer(f'hf:{path}')
+
+
+@pytest.mark.parametrize('pre', ['gpt-2', 'llama-bpe', 'qwen2', 'smollm'])
+def test_hf_byte_level_bpe_tokenizer_is_embedded(tmp_path, pre):
+    tok = hf_bpe(tmp_path / 'tokenizer.json', pre)
+    checkpoint(tmp_path, tok)
+    run('export.py', 'best.pt', 'm.gguf', cwd=tmp_path, timeout=120)
+    meta, _ = read(str(tmp_path / 'm.gguf'))
+    js = __import__('json').load(open(tmp_path / 'tokenizer.json'))
+    assert meta['tokenizer.ggml.model'] == 'gpt2' and meta['tokenizer.ggml.pre'] == pre
+    assert meta['tokenizer.ggml.merges'] == [' '.join(m) if isinstance(m, list) else m for m in js['model']['merges']]
+    tokens, types = meta['tokenizer.ggml.tokens'], meta['tokenizer.ggml.token_type']
+    assert all(tokens[i] == t for t, i in js['model']['vocab'].items())
+    assert types[tok.eot_id] == 3 and tokens[tok.special['<|im_end|>']] == '<|im_end|>'
+    if llama_cpp is not None:  # llama.cpp's tokenizer for that pre-tokenizer gives ours
+        llm = llama_cpp.Llama(str(tmp_path / 'm.gguf'), n_ctx=64, n_threads=1, verbose=False, vocab_only=True)
+        for text in ("I'm 12345 years old; he'll pay $3.50!\n\n  Done.  \n", "Line 7: the quick brown fox 1999.",
+                     "<|im_start|>user\nHi 42<|im_end|>\n"):
+            assert llm.tokenize(text.encode(), add_bos=False, special=True) == tok.encode(text), (pre, text)
+        llm.close()
+    with pytest.raises(ValueError, match='no GGUF form'):  # a byte-level BPE whose pre-tokenizer llama.cpp lacks
+        from tokenizer import gguf_vocab
+        js['pre_tokenizer'] = {'type': 'Whitespace'}
+        gguf_vocab({**tok.state(), 'blob': __import__('json').dumps(js).encode()}, 512)
+
+
+def test_gpt2_tokenizer_json_reads_back_as_gpt2():
+    # our gpt2 run's tokenizer.json (HF export) imported again as hf: gets llama.cpp's 'gpt-2' pre-tokenizer
+    from tokenizer import gguf_pre, tokenizers_json
+    assert gguf_pre(tokenizers_json(gpt2_or_skip())) == 'gpt-2'
+
+
+LLAMA3 = {'rope_type': 'llama3', 'factor': 8.0, 'low_freq_factor': 1.0, 'high_freq_factor': 4.0,
+          'original_max_position_embeddings': 16}  # a short original context: most frequencies are scaled
+
+
+def test_llama3_rope_scaling_as_rope_freqs(tmp_path):
+    from model_llama import rope_frequencies
+    train_sentencepiece([TEXT], 340, str(tmp_path / 'tokenizer.model'))
+    tok = get_tokenizer('sp:340', str(tmp_path))
+    checkpoint(tmp_path, tok, rope_scaling=LLAMA3)
+    run('export.py', 'best.pt', 'm.gguf', cwd=tmp_path, timeout=120)
+    meta, t = read(str(tmp_path / 'm.gguf'))
+    want = rope_frequencies(16, 10000.0) / rope_frequencies(16, 10000.0, LLAMA3)  # the divisor of each frequency
+    assert 'llama.rope.scaling.type' not in meta and torch.allclose(torch.tensor(np.array(t['rope_freqs.weight'])), want)
+    assert want[-1] == 8 and want.min() >= 1 and ((want > 1) & (want < 8)).any()  # divided by factor, in between
+    if llama_cpp is not None:  # llama.cpp's logits with an f32 KV cache (its default f16 cache costs ~3e-3)
+        model = checkpoint(tmp_path, tok, seed=1, block_size=128, rope_scaling=LLAMA3)
+        run('export.py', 'best.pt', 'm.gguf', cwd=tmp_path, timeout=120)
+        ids = tok.encode(TEXT[:300])[:80]
+        llm = llama_cpp.Llama(str(tmp_path / 'm.gguf'), n_ctx=128, n_threads=1, verbose=False, logits_all=True,
+                              type_k=0, type_v=0)
+        llm.eval(ids)
+        with torch.no_grad():
+            ours = model(torch.tensor([ids]))[0][0]
+        assert torch.allclose(torch.tensor(np.array(llm.scores[:len(ids)])), ours, atol=1e-4)
+        llm.close()

@@ -355,6 +355,32 @@ def tokenizers_json(tok):
     return js
 
 
+# llama.cpp's names for the split regexes of byte-level BPE tokenizer.json files (its LLAMA_VOCAB_PRE_TYPE_*)
+GGUF_PRE = {r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+": 'gpt-2',
+            r"'(?:[sdmt]|ll|ve|re)| ?\p{L}++| ?\p{N}++| ?[^\s\p{L}\p{N}]++|\s++$|\s+(?!\S)|\s": 'gpt-2',  # tiktoken's
+            r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|"
+            r"\s+(?!\S)|\s+": 'llama-bpe',  # Llama 3
+            r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|"
+            r"\s+(?!\S)|\s+": 'qwen2'}
+
+
+def gguf_pre(js):
+    """llama.cpp's pre-tokenizer name for a tokenizer.json (a dict) of byte-level BPE: GPT-2's ByteLevel regex,
+    SmolLM's single digits before it, or a Split by one of GGUF_PRE's regexes then ByteLevel without its own; None
+    for anything else."""
+    pre = js.get('pre_tokenizer') or {}
+    steps = pre.get('pretokenizers', []) if pre.get('type') == 'Sequence' else [pre]
+    kinds = [p.get('type') for p in steps]
+    if kinds == ['ByteLevel'] and steps[0].get('use_regex', True):
+        return 'gpt-2'
+    if kinds == ['Digits', 'ByteLevel'] and steps[0].get('individual_digits') and steps[1].get('use_regex', True):
+        return 'smollm'
+    if kinds == ['Split', 'ByteLevel'] and not steps[1].get('use_regex', True) and \
+            steps[0].get('behavior') == 'Isolated':
+        return GGUF_PRE.get(steps[0].get('pattern', {}).get('Regex'))
+    return None
+
+
 def gguf_vocab(state, n_vocab):
     """A checkpoint's tokenizer `state` as llama.cpp's GGUF tokenizer keys (llama.cpp's convert_hf_to_gguf.py writes
     the same): a dict of model ('llama': SentencePiece, with scores; 'gpt2': byte-level BPE, with merges, 'gpt-2'
@@ -362,7 +388,8 @@ def gguf_vocab(state, n_vocab):
     merges, pre, bos / eos (end of text) / eot (<|im_end|>) / unk / pad ids (None where there is none), add_bos and
     add_space_prefix. Ids past the tokenizer's own, up to n_vocab (the model's padding), are '[PAD<id>]', unused; ids
     past n_vocab are left out (a model smaller than the tokenizer: llama2.c's 512 pieces without our chat tokens).
-    Raises ValueError for byte (llama.cpp refuses a gpt2 vocabulary without merges), rwkv: and hf: tokenizers."""
+    hf: tokenizers of byte-level BPE are 'gpt2' with llama.cpp's name for their pre-tokenizer (gguf_pre). Raises
+    ValueError for byte (llama.cpp refuses a gpt2 vocabulary without merges), rwkv: and other hf: tokenizers."""
     tok = tokenizer_from_state(state)
     out = dict(scores=None, merges=None, pre=None, unk=None, add_space_prefix=False, bos=tok.bos_id,
                eos=tok.eot_id, eot=tok.special['<|im_end|>'], pad=tok.special['<|pad|>'], add_bos=tok.bos_id is not None)
@@ -373,14 +400,24 @@ def gguf_vocab(state, n_vocab):
                    types=[2 if sp.is_unknown(i) else 3 if sp.is_control(i) else 6 if sp.is_byte(i) else
                           5 if sp.is_unused(i) else 1 for i in range(n)], unk=sp.unk_id(),
                    add_space_prefix=bool(norm.get(3, 1)))
-    elif tok.kind == 'gpt2':
-        js = tokenizers_json(tok)
-        vocab = sorted(js['model']['vocab'].items(), key=lambda x: x[1])
-        out.update(model='gpt2', pre='gpt-2', tokens=[t for t, _ in vocab], types=[1] * len(vocab),
+    elif tok.kind in ('gpt2', 'hf'):
+        js = tokenizers_json(tok) if tok.kind == 'gpt2' else json.loads(tok.blob)
+        pre = 'gpt-2' if tok.kind == 'gpt2' else gguf_pre(js)
+        if js['model'].get('type') != 'BPE' or not js['model'].get('merges') or pre is None:
+            raise ValueError(f"the tokenizer '{tok.spec}' has no GGUF form here: of tokenizer.json files, byte-level "
+                             f"BPE with GPT-2's, Llama 3's, Qwen2's or SmolLM's pre-tokenizer does")
+        vocab = {**js['model']['vocab'], **{t['content']: t['id'] for t in js.get('added_tokens', [])}}
+        tokens, types = [f'[PAD{i}]' for i in range(max(vocab.values()) + 1)], [5] * (max(vocab.values()) + 1)
+        for t, i in vocab.items():
+            tokens[i], types[i] = t, 1
+        for t in js.get('added_tokens', []):  # llama.cpp: control (special) or user-defined
+            types[t['id']] = 3 if t['special'] else 4
+        out.update(model='gpt2', pre=pre, tokens=tokens, types=types,
                    merges=[' '.join(m) if isinstance(m, list) else m for m in js['model']['merges']])
     else:
-        raise ValueError(f"the '{tok.spec}' tokenizer has no GGUF form here (sp:N, a SentencePiece .model and gpt2 "
-                         f"do; llama.cpp's byte-level BPE needs merges, which the byte tokenizer has none of)")
+        raise ValueError(f"the '{tok.spec}' tokenizer has no GGUF form here (sp:N, a SentencePiece .model, gpt2 and "
+                         f"byte-level BPE tokenizer.json files do; llama.cpp's byte-level BPE needs merges, which the "
+                         f"byte tokenizer has none of)")
     own = len(out['tokens'])  # padded up to the model's vocabulary and our special tokens' ids
     pad = range(own, max(n_vocab, max(tok.special.values()) + 1))
     out['tokens'] += [f'[PAD{i}]' for i in pad]
