@@ -94,7 +94,8 @@ profile = False           # speed: write a torch.profiler trace of 3 training st
 contexts = '64,256,1024,2048'
 new_tokens = 32           # decode steps timed after each context
 repeats = 5
-vs_official = False       # generate, RWKV-7 on the CPU: decode speed against BlinkDL's rwkv package, the same weights
+vs_official = False       # generate, on the CPU: the same weights in the peer, side by side: RWKV-7's decode against
+                          # BlinkDL's rwkv package; a Llama's sampling at batch 1 and 8 against transformers' generate
 compile = False           # wkv: also the torch.compile'd chunked WKV; speed: compile the training step's model;
                           # generate and the evaluations: RWKV-7's one-token decode step (RWKV7.compile_step)
 B = 4                     # wkv: the shape (fp32)

@@ -111,18 +111,57 @@ def official_rwkv_speed(model, contexts, new_tokens, repeats):
     return rows
 
 
+def official_llama_speed(model, batches, new_tokens, repeats, prompt_len=64):
+    """Sampling tokens/s (temperature 1, new_tokens per row, no stop) of our Llama `model` (generate_stream: KV cache)
+    and of transformers' generate on the same weights (model_llama.export_hf, loaded by AutoModelForCausalLM), each
+    the median of `repeats` runs, the two interleaved, at each batch size of `batches`, every row the same random
+    prompt of prompt_len tokens (an RL group: rl.py samples group_size replies per problem). Returns rows [batch,
+    ours, transformers, ratio]. Raises ConfigError without transformers."""
+    import tempfile
+    from model_llama import export_hf
+    try:
+        from transformers import AutoModelForCausalLM
+    except ImportError:
+        raise ConfigError("--vs_official on a Llama needs transformers: pip install transformers") from None
+    with tempfile.TemporaryDirectory() as tmp:
+        hf = AutoModelForCausalLM.from_pretrained(export_hf(model, tmp), dtype=torch.float32).eval()
+    prompt = torch.randint(0, model.config.vocab_size, (1, prompt_len))
+
+    def ours(x):
+        t0 = time.perf_counter()
+        n = sum(t.numel() for t in model.generate_stream(x, new_tokens, 1.0))
+        return n / (time.perf_counter() - t0)
+
+    def theirs(x):
+        t0 = time.perf_counter()
+        with torch.no_grad():
+            out = hf.generate(x, attention_mask=torch.ones_like(x), do_sample=True, temperature=1.0, top_k=0,
+                              top_p=1.0, max_new_tokens=new_tokens, min_new_tokens=new_tokens, eos_token_id=None,
+                              pad_token_id=0)
+        return (out.size(1) - x.size(1)) * x.size(0) / (time.perf_counter() - t0)
+    rows = []
+    for b in batches:
+        x = prompt.expand(b, -1).contiguous()
+        ours(x), theirs(x)  # warm-up
+        pairs = [(ours(x), theirs(x)) for _ in range(repeats)]
+        a, c = (statistics.median(v) for v in zip(*pairs))
+        rows.append([b, f"{a:,.0f}", f"{c:,.0f}", f"{a / c:.2f}x"])
+    return rows
+
+
 def speed(name, kind, args, sd, *, bsz, blk, device, train, contexts, new_tokens, repeats, burn_in, steps, dtype,
           compiled, impls, chunk_len, profile, out_dir, vs_official=False):
     """Training step tokens/s, MFU and peak memory (burn_in untimed steps, then `steps` timed; bsz x blk tokens), and
     prefill/decode tokens/s at each of `contexts`, per WKV implementation for RWKV-7, of the model `kind` with
     model_args `args` (and state dict sd, or None for random weights). train=False: generation only. profile: a
-    torch.profiler trace of 3 training steps to out_dir. vs_official (RWKV-7 on a CPU): decode tokens/s against
-    BlinkDL's rwkv package on the same weights (official_rwkv_speed). compiled: also RWKV-7's decode step
+    torch.profiler trace of 3 training steps to out_dir. vs_official (on a CPU): RWKV-7's decode tokens/s against
+    BlinkDL's rwkv package on the same weights (official_rwkv_speed), a Llama's sampling tokens/s at batch 1 and 8
+    against transformers' generate (official_llama_speed). compiled: also RWKV-7's decode step
     (RWKV7.compile_step), compiled before the timings."""
     import resource
     from contextlib import nullcontext
-    if vs_official and (kind != 'rwkv7' or device != 'cpu'):
-        raise ConfigError("--vs_official compares an RWKV-7 on the CPU with BlinkDL's rwkv package")
+    if vs_official and device != 'cpu':
+        raise ConfigError("--vs_official compares on the CPU (RWKV-7: BlinkDL's rwkv package; Llama: transformers)")
     dev_type = device.split(':')[0]
     dt_name = pick_dtype(dtype, dev_type)
     amp = nullcontext() if dt_name == 'float32' else torch.autocast(dev_type, dtype=getattr(torch, dt_name))
@@ -190,7 +229,9 @@ def speed(name, kind, args, sd, *, bsz, blk, device, train, contexts, new_tokens
             gen_rows.append([kind, impl + (' (compiled step)' if compiled and kind == 'rwkv7' else ''), ctx,
                              f"{pre:,.0f}", f"{dec:,.1f}"])
             recs.append({'impl': impl, 'context': ctx, 'prefill_tok_per_s': pre, 'decode_tok_per_s': dec})
-        if vs_official and impl == impls[-1]:
+        if vs_official and kind == 'llama':
+            official_rows = official_llama_speed(model, [1, 8], new_tokens, repeats)
+        elif vs_official and impl == impls[-1]:
             official_rows = official_rwkv_speed(model, contexts, new_tokens, repeats)
         del model
     print(f"\n{name}: {kind}{f', {dt_name} training step' if train else ''}, {device}, {torch.get_num_threads()} "
@@ -200,7 +241,13 @@ def speed(name, kind, args, sd, *, bsz, blk, device, train, contexts, new_tokens
               train_rows)
         print()
     table(['type', 'impl', 'context', 'prefill tok/s', 'decode tok/s (batch 1, greedy)'], gen_rows)
-    if vs_official:
+    if vs_official and kind == 'llama':
+        print(f"\nsampling tok/s (temperature 1, {new_tokens} tokens a row after 64 prompt tokens; median of {repeats}, "
+              f"interleaved): ours vs transformers' generate, the same weights, the rows of a batch one prompt\n")
+        table(['batch', 'ours', 'transformers', 'ours / transformers'], official_rows)
+        recs += [{'batch': r[0], 'ours_tok_per_s': float(r[1].replace(',', '')),
+                  'transformers_tok_per_s': float(r[2].replace(',', ''))} for r in official_rows]
+    elif vs_official:
         print(f"\ndecode tok/s (batch 1, greedy, {new_tokens} tokens; median of {repeats}, interleaved): ours "
               f"({impls[-1]}{', compiled step' if compiled else ''}) vs BlinkDL's rwkv package (x070, 'cpu fp32'), the same weights\n")
         table(['context', 'ours', 'rwkv package', 'ours / package'], official_rows)

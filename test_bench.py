@@ -446,6 +446,12 @@ def test_speed_and_generate_tasks(monkeypatch, tmp_path, capsys):
         rec = bench.bench_speed(train=False)
         assert {r['context'] for r in rec['results'] if r.get('official_decode_tok_per_s', 0) > 0} == {8, 40}
         assert '| context | ours | rwkv package | ours / package |' in capsys.readouterr().out
+    monkeypatch.setattr(bench, 'model_type', 'llama')  # a Llama: sampling against transformers' generate
+    if importlib.util.find_spec('transformers') is not None:
+        rec = bench.bench_speed(train=False)
+        rows = [r for r in rec['results'] if 'transformers_tok_per_s' in r]
+        assert [r['batch'] for r in rows] == [1, 8] and all(r['ours_tok_per_s'] > 0 for r in rows)
+        assert '| batch | ours | transformers | ours / transformers |' in capsys.readouterr().out
     monkeypatch.setattr(bench, 'vs_official', False)
     # a train.py config file: its shape, batch and block
     cfg = tmp_path / 'c.py'
