@@ -97,7 +97,8 @@ repeats = 5
 vs_official = False       # generate, on the CPU: the same weights in the peer, side by side: RWKV-7's decode against
                           # BlinkDL's rwkv package; a Llama's sampling at batch 1 and 8 against transformers' generate
 compile = False           # wkv: also the torch.compile'd chunked WKV; speed: compile the training step's model;
-                          # generate and the evaluations: RWKV-7's one-token decode step (RWKV7.compile_step)
+                          # generate and the evaluations: RWKV-7's one-token decode step (RWKV7.compile_step; a
+                          # Llama's decoding is not compiled)
 B = 4                     # wkv: the shape (fp32)
 H = 4
 N = 64

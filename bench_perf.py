@@ -124,7 +124,7 @@ def official_llama_speed(model, batches, new_tokens, repeats, prompt_len=64):
     except ImportError:
         raise ConfigError("--vs_official on a Llama needs transformers: pip install transformers") from None
     with tempfile.TemporaryDirectory() as tmp:
-        hf = AutoModelForCausalLM.from_pretrained(export_hf(model, tmp), dtype=torch.float32).eval()
+        hf = AutoModelForCausalLM.from_pretrained(export_hf(model, tmp)).float().eval()
     prompt = torch.randint(0, model.config.vocab_size, (1, prompt_len))
 
     def ours(x):
@@ -161,7 +161,8 @@ def speed(name, kind, args, sd, *, bsz, blk, device, train, contexts, new_tokens
     import resource
     from contextlib import nullcontext
     if vs_official and device != 'cpu':
-        raise ConfigError("--vs_official compares on the CPU (RWKV-7: BlinkDL's rwkv package; Llama: transformers)")
+        raise ConfigError("--vs_official compares on the CPU (RWKV-7: BlinkDL's rwkv package; Llama: transformers): "
+                          "set --device=cpu")
     dev_type = device.split(':')[0]
     dt_name = pick_dtype(dtype, dev_type)
     amp = nullcontext() if dt_name == 'float32' else torch.autocast(dev_type, dtype=getattr(torch, dt_name))
@@ -249,7 +250,8 @@ def speed(name, kind, args, sd, *, bsz, blk, device, train, contexts, new_tokens
                   'transformers_tok_per_s': float(r[2].replace(',', ''))} for r in official_rows]
     elif vs_official:
         print(f"\ndecode tok/s (batch 1, greedy, {new_tokens} tokens; median of {repeats}, interleaved): ours "
-              f"({impls[-1]}{', compiled step' if compiled else ''}) vs BlinkDL's rwkv package (x070, 'cpu fp32'), the same weights\n")
+              f"({impls[-1]}{', compiled step' if compiled else ''}) vs BlinkDL's rwkv package (x070, 'cpu fp32'), the "
+              f"same weights\n")
         table(['context', 'ours', 'rwkv package', 'ours / package'], official_rows)
         recs += [{'context': r[0], 'official_decode_tok_per_s': float(r[2].replace(',', ''))} for r in official_rows]
     return {'model': name, 'model_type': kind, 'dtype': dt_name, 'device': device, 'batch': bsz, 'block': blk,

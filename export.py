@@ -36,8 +36,8 @@ DTYPES = {'float32': torch.float32, 'bfloat16': torch.bfloat16, 'float16': torch
 
 def read_plain(path, kind):
     """(model, checkpoint dict) of a train.py checkpoint file holding a full model of `kind` ('llama' | 'rwkv7' |
-    None: either; a LoRA run's merged best.pt is one). Raises OSError (no file), ValueError (unreadable; another model type or a LoRA
-    run's adapters, naming what to export instead; weights that do not fit its model_args)."""
+    None: either; a LoRA run's merged best.pt is one). Raises OSError (no file), ValueError (unreadable; another model
+    type or a LoRA run's adapters, naming what to export instead; weights that do not fit its model_args)."""
     from checkpoint import model_class
     if not os.path.isfile(path):
         raise FileNotFoundError(f"no checkpoint {path}: give a train.py checkpoint, e.g. out-run/best.pt")
@@ -55,8 +55,8 @@ def read_plain(path, kind):
         model = Model(Config(**ck['model_args']))
         model.load_state_dict(ck['model'])
     except (TypeError, RuntimeError) as e:  # RuntimeError: missing or misshapen weights
-        raise ValueError(f"{path} does not load into its model ({type(e).__name__}: {str(e).splitlines()[0][:150]})") \
-            from None
+        raise ValueError(f"{path} does not load into its model ({type(e).__name__}: {' '.join(str(e).split())[:200]}"
+                         f"): export a checkpoint that train.py, sample.py or bench.py load") from None
     return model, ck
 
 
@@ -255,11 +255,11 @@ def export_gguf(source, out, dtype='float32'):
         model, ck = read_plain(source, None)
         state, name = ck['tokenizer'], os.path.basename(os.path.dirname(os.path.abspath(source)))
     arch, hparams, tensors = (rwkv_gguf_tensors if hasattr(model, 'blocks') else gguf_tensors)(model)
+    vocab = gguf_vocab(state, model.config.vocab_size)  # ValueError before anything is written
     if arch == 'rwkv7' and model.config.head_size % 64:
         print(f"export.py: warning: head_size {model.config.head_size}: llama.cpp's CPU WKV7 kernel steps over 64 "
               f"floats at a time with AVX-512 and computes wrong logits for a head size that is not a multiple of it "
               f"(seen with llama-cpp-python 0.3.36); head_size 64, the official models', gives ours", file=sys.stderr)
-    vocab = gguf_vocab(state, model.config.vocab_size)  # ValueError before anything is written
     w = gguf.GGUFWriter(out + '.tmp', arch)
     try:
         w.add_name(name)

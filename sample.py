@@ -39,8 +39,8 @@ mode = 'generate'       # 'generate': raw continuation | 'reasoning': start is a
                         # thinking streams, then the final answer on its own line | 'chat': a multi-turn loop on
                         # stdin ('exit' quits), the history kept within the context
 system_prompt = chat.SYSTEM_PROMPT  # the system text of reasoning and chat modes
-compile = False         # RWKV-7: torch.compile its one-token decode step (~15-45 s once, then ~1.5x tokens/s on a
-                        # CPU for a small model: for long generations); a Llama: a one-line error
+compile = False         # RWKV-7: torch.compile its one-token decode step (13-45 s once, then 1.1-2.7x tokens/s on a
+                        # CPU, the more the smaller the model: for long generations); a Llama: a one-line error
 threads = 0             # torch's CPU threads; 0 = PyTorch's default (one per core); the first line on stderr
                         # says how many
 # -----------------------------------------------------------------------------
@@ -80,7 +80,8 @@ except CheckpointError as e:
     fail(str(e))
 if compile:
     if checkpoint['model_type'] != 'rwkv7':
-        fail("--compile=True compiles RWKV-7's one-token decode step; a Llama decodes with its KV cache, uncompiled")
+        fail("--compile=True compiles RWKV-7's one-token decode step; a Llama decodes with its KV cache, uncompiled: "
+             "drop --compile")
     model.compile_step()
 print(f"loaded {path} (iteration {checkpoint.get('iter_num', '?')}, {model.get_num_params() / 1e6:.2f}M parameters)",
       file=sys.stderr)

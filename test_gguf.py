@@ -308,8 +308,11 @@ def test_hf_byte_level_bpe_tokenizer_is_embedded(tmp_path, pre):
 
 
 def test_gpt2_tokenizer_json_reads_back_as_gpt2():
-    # our gpt2 run's tokenizer.json (HF export) imported again as hf: gets llama.cpp's 'gpt-2' pre-tokenizer
+    # our gpt2 run's tokenizer.json (HF export) imported again as hf: gets llama.cpp's 'gpt-2' pre-tokenizer; a
+    # prefix space llama.cpp would not add is no known pre-tokenizer
     from tokenizer import gguf_pre, tokenizers_json
+    assert gguf_pre({'pre_tokenizer': {'type': 'ByteLevel', 'add_prefix_space': True}}) is None
+    assert gguf_pre({'pre_tokenizer': {'type': 'ByteLevel', 'add_prefix_space': False}}) == 'gpt-2'
     assert gguf_pre(tokenizers_json(gpt2_or_skip())) == 'gpt-2'
 
 

@@ -209,7 +209,7 @@ def test_rwkv_compiled_decode_step():
         ref, ref_state = model.step_one(x[:, -1], state)
         model.compile_step()
         out, out_state = model.step_one(x[:, -1], state)
-    assert model.step_one is not RWKV7.step_one and torch.allclose(out, ref, atol=1e-5)
+    assert hasattr(vars(model)['step_one'], '_torchdynamo_orig_callable') and torch.allclose(out, ref, atol=1e-5)
     assert all(torch.allclose(out_state[k], ref_state[k], atol=1e-5) for k in ref_state)
     assert torch.equal(model.generate(x, 6, temperature=0), eager)
 

@@ -367,10 +367,12 @@ GGUF_PRE = {r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?
 def gguf_pre(js):
     """llama.cpp's pre-tokenizer name for a tokenizer.json (a dict) of byte-level BPE: GPT-2's ByteLevel regex,
     SmolLM's single digits before it, or a Split by one of GGUF_PRE's regexes then ByteLevel without its own; None
-    for anything else."""
+    for anything else (a prefix space or an inverted split too: llama.cpp's pre-tokenizers have neither)."""
     pre = js.get('pre_tokenizer') or {}
     steps = pre.get('pretokenizers', []) if pre.get('type') == 'Sequence' else [pre]
     kinds = [p.get('type') for p in steps]
+    if any(p.get('add_prefix_space') or p.get('invert') for p in steps):  # llama.cpp's pre-tokenizers do neither
+        return None
     if kinds == ['ByteLevel'] and steps[0].get('use_regex', True):
         return 'gpt-2'
     if kinds == ['Digits', 'ByteLevel'] and steps[0].get('individual_digits') and steps[1].get('use_regex', True):
@@ -384,10 +386,11 @@ def gguf_pre(js):
 def gguf_vocab(state, n_vocab):
     """A checkpoint's tokenizer `state` as llama.cpp's GGUF tokenizer keys (llama.cpp's convert_hf_to_gguf.py writes
     the same): a dict of model ('llama': SentencePiece, with scores; 'gpt2': byte-level BPE, with merges, 'gpt-2'
-    pre-tokenizer), tokens, scores, types (1 normal, 2 unknown, 3 control: our special tokens, 5 unused, 6 byte),
-    merges, pre, bos / eos (end of text) / eot (<|im_end|>) / unk / pad ids (None where there is none), add_bos and
-    add_space_prefix. Ids past the tokenizer's own, up to n_vocab (the model's padding), are '[PAD<id>]', unused; ids
-    past n_vocab are left out (a model smaller than the tokenizer: llama2.c's 512 pieces without our chat tokens).
+    pre-tokenizer), tokens, scores, types (1 normal, 2 unknown, 3 control: our special tokens, 4 user-defined added
+    tokens, 5 unused, 6 byte), merges, pre, bos / eos (end of text) / eot (<|im_end|>) / unk / pad ids (None where
+    there is none), add_bos and add_space_prefix. Ids past the tokenizer's own, up to n_vocab (the model's padding),
+    are '[PAD<id>]', unused; ids past n_vocab are left out (a model smaller than the tokenizer: llama2.c's 512 pieces
+    without our chat tokens).
     hf: tokenizers of byte-level BPE are 'gpt2' with llama.cpp's name for their pre-tokenizer (gguf_pre). Raises
     ValueError for byte (llama.cpp refuses a gpt2 vocabulary without merges), rwkv: and other hf: tokenizers."""
     tok = tokenizer_from_state(state)
@@ -406,12 +409,13 @@ def gguf_vocab(state, n_vocab):
         if js['model'].get('type') != 'BPE' or not js['model'].get('merges') or pre is None:
             raise ValueError(f"the tokenizer '{tok.spec}' has no GGUF form here: of tokenizer.json files, byte-level "
                              f"BPE with GPT-2's, Llama 3's, Qwen2's or SmolLM's pre-tokenizer does")
-        vocab = {**js['model']['vocab'], **{t['content']: t['id'] for t in js.get('added_tokens', [])}}
-        tokens, types = [f'[PAD{i}]' for i in range(max(vocab.values()) + 1)], [5] * (max(vocab.values()) + 1)
-        for t, i in vocab.items():
+        added = js.get('added_tokens', [])
+        n = max([*js['model']['vocab'].values(), *(t['id'] for t in added)]) + 1
+        tokens, types = [f'[PAD{i}]' for i in range(n)], [5] * n
+        for t, i in js['model']['vocab'].items():
             tokens[i], types[i] = t, 1
-        for t in js.get('added_tokens', []):  # llama.cpp: control (special) or user-defined
-            types[t['id']] = 3 if t['special'] else 4
+        for t in added:  # llama.cpp: control (special) or user-defined
+            tokens[t['id']], types[t['id']] = t['content'], 3 if t['special'] else 4
         out.update(model='gpt2', pre=pre, tokens=tokens, types=types,
                    merges=[' '.join(m) if isinstance(m, list) else m for m in js['model']['merges']])
     else:
