@@ -83,8 +83,8 @@ def gen_speed(model, kind, ctx, new_tokens, repeats, device):
 def official_rwkv_speed(model, contexts, new_tokens, repeats):
     """Decode tokens/s (batch 1, greedy, new_tokens after a random context) of our RWKV7 `model` and of BlinkDL's
     `rwkv` pip package (its x070 model, strategy 'cpu fp32', on the same weights written as an official .pth), each
-    the median of `repeats` runs, the two interleaved, at each of `contexts`. Returns rows [context, ours, official,
-    ratio]. Raises ConfigError without the package (pip install rwkv)."""
+    the median of `repeats` runs, the two interleaved, at each of `contexts`. Returns [(context, ours, official)]
+    (tok/s). Raises ConfigError without the package (pip install rwkv)."""
     import tempfile
     os.environ.setdefault('RWKV_V7_ON', '1')  # read on import: the package's RWKV is then its x070 model
     try:
@@ -106,8 +106,7 @@ def official_rwkv_speed(model, contexts, new_tokens, repeats):
     for ctx in contexts:
         ids = torch.randint(0, model.config.vocab_size, (ctx,)).tolist()
         pairs = [(gen_speed(model, 'rwkv7', ctx, new_tokens, 1, 'cpu')[1], theirs(ids)) for _ in range(repeats)]
-        a, b = (statistics.median(x) for x in zip(*pairs))
-        rows.append([ctx, f"{a:,.1f}", f"{b:,.1f}", f"{a / b:.2f}x"])
+        rows.append((ctx, *(statistics.median(x) for x in zip(*pairs))))
     return rows
 
 
@@ -115,8 +114,8 @@ def official_llama_speed(model, batches, new_tokens, repeats, prompt_len=64):
     """Sampling tokens/s (temperature 1, new_tokens per row, no stop) of our Llama `model` (generate_stream: KV cache)
     and of transformers' generate on the same weights (model_llama.export_hf, loaded by AutoModelForCausalLM), each
     the median of `repeats` runs, the two interleaved, at each batch size of `batches`, every row the same random
-    prompt of prompt_len tokens (an RL group: rl.py samples group_size replies per problem). Returns rows [batch,
-    ours, transformers, ratio]. Raises ConfigError without transformers."""
+    prompt of prompt_len tokens (an RL group: rl.py samples group_size replies per problem). Returns [(batch, ours,
+    transformers)] (tok/s). Raises ConfigError without transformers."""
     import tempfile
     from model_llama import export_hf
     try:
@@ -144,8 +143,7 @@ def official_llama_speed(model, batches, new_tokens, repeats, prompt_len=64):
         x = prompt.expand(b, -1).contiguous()
         ours(x), theirs(x)  # warm-up
         pairs = [(ours(x), theirs(x)) for _ in range(repeats)]
-        a, c = (statistics.median(v) for v in zip(*pairs))
-        rows.append([b, f"{a:,.0f}", f"{c:,.0f}", f"{a / c:.2f}x"])
+        rows.append((b, *(statistics.median(v) for v in zip(*pairs))))
     return rows
 
 
@@ -245,15 +243,16 @@ def speed(name, kind, args, sd, *, bsz, blk, device, train, contexts, new_tokens
     if vs_official and kind == 'llama':
         print(f"\nsampling tok/s (temperature 1, {new_tokens} tokens a row after 64 prompt tokens; median of {repeats}, "
               f"interleaved): ours vs transformers' generate, the same weights, the rows of a batch one prompt\n")
-        table(['batch', 'ours', 'transformers', 'ours / transformers'], official_rows)
-        recs += [{'batch': r[0], 'ours_tok_per_s': float(r[1].replace(',', '')),
-                  'transformers_tok_per_s': float(r[2].replace(',', ''))} for r in official_rows]
+        table(['batch', 'ours', 'transformers', 'ours / transformers'],
+              [[b, f"{a:,.0f}", f"{c:,.0f}", f"{a / c:.2f}x"] for b, a, c in official_rows])
+        recs += [{'batch': b, 'ours_tok_per_s': a, 'transformers_tok_per_s': c} for b, a, c in official_rows]
     elif vs_official:
         print(f"\ndecode tok/s (batch 1, greedy, {new_tokens} tokens; median of {repeats}, interleaved): ours "
               f"({impls[-1]}{', compiled step' if compiled else ''}) vs BlinkDL's rwkv package (x070, 'cpu fp32'), the "
               f"same weights\n")
-        table(['context', 'ours', 'rwkv package', 'ours / package'], official_rows)
-        recs += [{'context': r[0], 'official_decode_tok_per_s': float(r[2].replace(',', ''))} for r in official_rows]
+        table(['context', 'ours', 'rwkv package', 'ours / package'],
+              [[n, f"{a:,.1f}", f"{c:,.1f}", f"{a / c:.2f}x"] for n, a, c in official_rows])
+        recs += [{'context': n, 'official_decode_tok_per_s': c} for n, a, c in official_rows]
     return {'model': name, 'model_type': kind, 'dtype': dt_name, 'device': device, 'batch': bsz, 'block': blk,
             'results': recs}
 
