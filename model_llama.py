@@ -131,32 +131,38 @@ class Attention(nn.Module):
         self.o_proj = nn.Linear(cfg.n_embd, cfg.n_embd, bias=False)
         self.dropout = cfg.dropout
         self.cache = None  # (k, v) each (B, n_kv_head, max_len, head_dim) while generating
+        self.qkv = None    # while generating: (weight, bias) of q, k and v as one matrix (fuse_linears)
 
-    def forward(self, x, cos, sin, pos, keep=None):
-        """keep: (B, >= pos + T) bool, False on the left padding of a batched generation (see Llama.forward)."""
+    def forward(self, x, cos, sin, pos, mask=None):
+        """x (B, T, C); mask: None (causal) or (B, 1, T, pos + T) bool, True where a query may see a key (Llama.forward
+        builds it once for the left padding of a batched generation)."""
         B, T, C = x.shape
-        q = self.q_proj(x).view(B, T, self.n_head, self.head_dim).transpose(1, 2)
-        k = self.k_proj(x).view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)
-        v = self.v_proj(x).view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)
+        if self.qkv is not None:
+            q, k, v = F.linear(x, *self.qkv).split([C, self.k_proj.out_features, self.v_proj.out_features], dim=-1)
+        else:
+            q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
+        q = q.view(B, T, self.n_head, self.head_dim).transpose(1, 2)
+        k = k.view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)
+        v = v.view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
-        mask, causal = None, True
+        causal = mask is None
         if self.cache is not None:
             ck, cv = self.cache
             ck[:B, :, pos:pos + T] = k
             cv[:B, :, pos:pos + T] = v
             k, v = ck[:B, :, :pos + T], cv[:B, :, :pos + T]
-            if pos > 0:  # new queries see every cached key and, causally, each other
+            if pos > 0 and mask is None:  # new queries see every cached key and, causally, each other
                 causal = False
                 if T > 1:
                     mask = torch.ones(T, pos + T, dtype=torch.bool, device=x.device).tril(diagonal=pos)
-        if keep is not None:  # causal, and never a pad key; a pad query sees itself so that no row is empty (NaN)
-            i = torch.arange(pos, pos + T, device=x.device)[:, None]
-            j = torch.arange(k.size(2), device=x.device)
-            mask, causal = (j <= i) & (keep[:, None, None, :k.size(2)] | (j == i)), False  # (B, 1, T, S)
-        if self.n_kv_head != self.n_head:  # each K/V head serves n_head // n_kv_head query heads
+        # Each K/V head serves n_head // n_kv_head query heads: SDPA's enable_gqa reads them in place (no copy of the
+        # whole cache per token). CUDA's kernel for masked attention has no GQA, so there the heads are copied.
+        gqa = self.n_kv_head != self.n_head
+        if gqa and mask is not None and x.is_cuda:
             k = k.repeat_interleave(self.n_head // self.n_kv_head, dim=1)
             v = v.repeat_interleave(self.n_head // self.n_kv_head, dim=1)
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal and mask is None,
+            gqa = False
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal, enable_gqa=gqa,
                                            dropout_p=self.dropout if self.training else 0.0)
         return self.o_proj(y.transpose(1, 2).reshape(B, T, C))
 
@@ -169,8 +175,12 @@ class MLP(nn.Module):
         self.gate_proj = nn.Linear(cfg.n_embd, cfg.intermediate_size, bias=False)
         self.up_proj = nn.Linear(cfg.n_embd, cfg.intermediate_size, bias=False)
         self.down_proj = nn.Linear(cfg.intermediate_size, cfg.n_embd, bias=False)
+        self.gate_up = None  # while generating: gate and up as one matrix (fuse_linears)
 
     def forward(self, x):
+        if self.gate_up is not None:
+            gate, up = F.linear(x, *self.gate_up).chunk(2, dim=-1)
+            return self.down_proj(F.silu(gate) * up)
         return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
 
 
@@ -183,8 +193,8 @@ class Block(nn.Module):
         self.mlp = MLP(cfg)
         self.drop = nn.Dropout(cfg.dropout)
 
-    def forward(self, x, cos, sin, pos, keep=None):
-        x = x + self.drop(self.self_attn(self.input_layernorm(x), cos, sin, pos, keep))
+    def forward(self, x, cos, sin, pos, mask=None):
+        x = x + self.drop(self.self_attn(self.input_layernorm(x), cos, sin, pos, mask))
         return x + self.drop(self.mlp(self.post_attention_layernorm(x)))
 
 
@@ -273,18 +283,23 @@ class Llama(nn.Module):
             raise ValueError(f"sequence of {pos + T} tokens is longer than block_size {self.config.block_size}")
         if pos and self.layers[0].self_attn.cache is None:
             raise ValueError("pos > 0 needs the KV cache of the tokens before it (see generate_stream)")
-        keep = None if attention_mask is None else attention_mask.bool()
-        if keep is None:
+        mask = None
+        if attention_mask is None:
             cos, sin = self.rope_cos[pos:pos + T], self.rope_sin[pos:pos + T]
         else:  # per-row positions: the number of real tokens before each slot
+            keep = attention_mask.bool()
             p = (keep.long().cumsum(dim=1) - 1).clamp(min=0)[:, pos:pos + T]
             cos, sin = self.rope_cos[p][:, None], self.rope_sin[p][:, None]  # (B, 1, T, head_dim)
+            # causal, and never a pad key; a pad query sees itself so that no row is empty (NaN); (B, 1, T, pos + T)
+            i = torch.arange(pos, pos + T, device=idx.device)[:, None]
+            j = torch.arange(pos + T, device=idx.device)
+            mask = (j <= i) & (keep[:, None, None, :pos + T] | (j == i))
         x = self.drop(self.embed_tokens(idx))
         for block in self.layers:
             if self.grad_checkpoint and self.training:
-                x = checkpoint(block, x, cos, sin, pos, keep, use_reentrant=False)
+                x = checkpoint(block, x, cos, sin, pos, mask, use_reentrant=False)
             else:
-                x = block(x, cos, sin, pos, keep)
+                x = block(x, cos, sin, pos, mask)
         x = self.norm(x)
         if targets is None:
             return self.lm_head(x[:, -1:] if last_only else x).float(), None
@@ -314,14 +329,19 @@ class Llama(nn.Module):
 
     # ---------------------------------------------------------------- generation with a KV cache
     def _reset_cache(self, batch_size, device, dtype, length=None):
+        """Empty KV caches of (batch_size, length) slots, and the fused q/k/v and gate/up matrices of generation: a
+        decode step is a few small matmuls whose cost is mostly per call (-2 of 7 per layer: ~15% at batch 8)."""
         hd, nkv, L = self.config.n_embd // self.config.n_head, self.config.n_kv_head, length or self.config.block_size
         for block in self.layers:
-            block.self_attn.cache = (torch.zeros(batch_size, nkv, L, hd, device=device, dtype=dtype),
-                                     torch.zeros(batch_size, nkv, L, hd, device=device, dtype=dtype))
+            att, mlp = block.self_attn, block.mlp
+            att.cache = (torch.zeros(batch_size, nkv, L, hd, device=device, dtype=dtype),
+                         torch.zeros(batch_size, nkv, L, hd, device=device, dtype=dtype))
+            att.qkv = fuse_linears(att.q_proj, att.k_proj, att.v_proj)
+            mlp.gate_up = fuse_linears(mlp.gate_proj, mlp.up_proj)
 
     def _drop_cache(self):
         for block in self.layers:
-            block.self_attn.cache = None
+            block.self_attn.cache = block.self_attn.qkv = block.mlp.gate_up = None
 
     @torch.no_grad()
     def generate_stream(self, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None, stop_tokens=None,
@@ -375,9 +395,20 @@ class Llama(nn.Module):
         return torch.cat(out, dim=1)
 
 
+def fuse_linears(*linears):
+    """(weight, bias) of nn.Linear layers that read the same input, stacked: F.linear(x, *fused) is the layers'
+    outputs side by side. None when one of them is not a plain nn.Linear (LoRA, 4-bit) or only some have a bias."""
+    if any(type(m) is not nn.Linear for m in linears) or len({m.bias is None for m in linears}) > 1:
+        return None
+    bias = None if linears[0].bias is None else torch.cat([m.bias for m in linears])
+    return torch.cat([m.weight for m in linears]), bias
+
+
 def sample_next(logits, temperature=1.0, top_k=None, top_p=None, generator=None):
     """Draw one token per row from logits (B, V): temperature 0 = argmax; top_k keeps the k largest logits;
-    top_p keeps the smallest set of tokens whose probability reaches top_p (nucleus sampling). Returns (B,) int64."""
+    top_p keeps the smallest set of tokens whose probability reaches top_p (nucleus sampling). Returns (B,) int64.
+    logits (B, V) float; generator: a torch.Generator on logits' device, or None (the global one)."""
+    logits = logits.float()
     if temperature == 0:
         return logits.argmax(dim=-1)
     logits = logits / temperature
@@ -389,7 +420,12 @@ def sample_next(logits, temperature=1.0, top_k=None, top_p=None, generator=None)
         cum = sorted_logits.softmax(dim=-1).cumsum(dim=-1)
         drop = cum - sorted_logits.softmax(dim=-1) >= top_p  # keep tokens until the mass before them reaches top_p
         logits = logits.masked_fill(drop.scatter(1, order, drop), float('-inf'))
-    return torch.multinomial(logits.softmax(dim=-1), 1, generator=generator)[:, 0]
+    # Inverse-CDF draw, one uniform per row (torch.multinomial draws an exponential per vocabulary entry: ~8x slower
+    # on a CPU at batch 8). u < total, so a token of zero probability is never drawn; the min guards the rounding.
+    cdf = logits.softmax(dim=-1).cumsum(dim=-1)
+    total = cdf[:, -1:].contiguous()
+    u = torch.rand(total.shape, generator=generator, device=cdf.device, dtype=cdf.dtype) * total
+    return torch.minimum(torch.searchsorted(cdf, u, right=True), torch.searchsorted(cdf, total))[:, 0]
 
 
 # bf16 dense peak FLOP/s (data sheets, no sparsity; the first name in the device's name wins; V100 and T4: fp16)

@@ -25,6 +25,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
+from model_llama import sample_next  # the token sampler: the same for both models
+
 DECAY_SCALE = math.exp(-0.5)  # log decay lambda = -e^{-1/2} * sigmoid(d), so the decay w = exp(lambda) is in (0.545, 1)
 
 
@@ -514,24 +516,6 @@ class RWKV7(nn.Module):
             raise ValueError(f"not a plain RWKV-7: unexpected weights {sorted(set(sd) - set(keys))[:3]} (LoRA "
                              f"layers? merge them first)")
         return {k: sd[k].detach().to('cpu', dtype).contiguous() for k in keys}
-
-
-def sample_next(logits, temperature=1.0, top_k=None, top_p=None, generator=None):
-    """Draw one token per row from logits (B, V): temperature 0 = argmax; top_k keeps the k largest logits;
-    top_p keeps the smallest set of tokens whose probability reaches top_p (nucleus). Returns (B,) int64."""
-    logits = logits.float()
-    if temperature == 0:
-        return logits.argmax(dim=-1)
-    logits = logits / temperature
-    if top_k is not None and top_k > 0:
-        v, _ = torch.topk(logits, min(top_k, logits.size(-1)))
-        logits = logits.masked_fill(logits < v[:, [-1]], float('-inf'))
-    if top_p is not None and top_p < 1.0:
-        sorted_logits, order = torch.sort(logits, descending=True)
-        probs = sorted_logits.softmax(dim=-1)
-        drop = probs.cumsum(dim=-1) - probs >= top_p
-        logits = logits.masked_fill(drop.scatter(1, order, drop), float('-inf'))
-    return torch.multinomial(logits.softmax(dim=-1), 1, generator=generator)[:, 0]
 
 
 # (the first name contained in the device's name wins, so longer names come first; V100 and T4 have no bf16: fp16)

@@ -86,6 +86,12 @@ def test_gqa_equals_mha_with_repeated_heads():
     x = torch.randint(0, 64, (2, 32))
     with torch.no_grad():
         assert torch.allclose(gqa(x)[0], mha(x)[0], atol=1e-5)
+        # SDPA's enable_gqa on the other paths: a padding mask, and one token at a time through the KV cache
+        mask = torch.ones(2, 32, dtype=torch.bool)
+        mask[0, :5] = False
+        assert torch.allclose(gqa(x, attention_mask=mask)[0], mha(x, attention_mask=mask)[0], atol=1e-5)
+    g1, g2 = (m.generate(x[:, :8], 20, temperature=0, attention_mask=mask[:, :8]) for m in (gqa, mha))
+    assert torch.equal(g1, g2)
 
 
 def test_generate_vocab_limit():
@@ -103,6 +109,17 @@ def test_sampling_filters():
         assert sample_next(logits, 1.0, top_k=1, generator=g).tolist() == [1, 2]
         assert sample_next(logits, 1.0, top_p=0.01, generator=g).tolist() == [1, 2]
         assert set(sample_next(logits, 1.0, top_k=2, generator=g).tolist()[1:]) <= {2, 3}
+
+
+def test_sampling_draws_the_softmax_distribution():
+    p = torch.tensor([0.5, 0.0, 0.2, 0.25, 0.05, 0.0])
+    g = torch.Generator().manual_seed(0)
+    draws = sample_next(p.log().expand(40000, -1), 1.0, generator=g)
+    freq = torch.bincount(draws, minlength=6).double() / len(draws)
+    assert freq[1] == 0 and freq[5] == 0  # zero probability (a filtered token, the last one too): never drawn
+    assert (freq - p).abs().max() < 4 * (0.25 / len(draws)) ** 0.5  # 4 standard deviations at most
+    assert torch.equal(sample_next(p.log().expand(8, -1), 1.0, generator=torch.Generator().manual_seed(3)),
+                       sample_next(p.log().expand(8, -1), 1.0, generator=torch.Generator().manual_seed(3)))
 
 
 def test_overfit_one_batch():

@@ -113,8 +113,10 @@ def rewards(folder):
 
 
 def test_rl_raises_the_reward_on_a_toy_task(toy):
-    run('rl.py', *ARGS, '--out_dir=up', '--prompts_per_step=2', '--max_iters=20', '--eval_interval=10', cwd=toy,
-        env=ONE_THREAD)
+    # 3e-4: at ARGS' 1e-3 this toy's format breaks within a step on some seeds (1 of 6 tried); at 3e-4 the reward rose
+    # by 0.29-0.46 on each of 6 seeds
+    run('rl.py', *ARGS, '--out_dir=up', '--prompts_per_step=2', '--max_iters=20', '--eval_interval=10',
+        '--learning_rate=3e-4', cwd=toy, env=ONE_THREAD)
     r = rewards(toy / 'up')
     assert len(r) == 20 and sum(r[-5:]) / 5 > sum(r[:5]) / 5 + 0.15, r
     ck = torch.load(toy / 'up' / 'best.pt', weights_only=False)  # a full model: bench.py and sample.py read it
