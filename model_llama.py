@@ -347,10 +347,12 @@ class Llama(nn.Module):
     def generate_stream(self, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None, stop_tokens=None,
                         generator=None, vocab_limit=None, attention_mask=None):
         """Yield the next tokens, a (B,) int64 tensor per step, for prompts idx (B, T): a KV cache prefilled once, then
-        one token per step, until max_new_tokens or every row has produced a stop token (a stopped row repeats it). A
-        row whose context outgrows block_size keeps its last 3/4 block_size tokens, encoded again once (llama.cpp's
-        context shift; nanoGPT re-encodes at every token). vocab_limit: never sample ids >= it (a padded vocabulary).
-        attention_mask: (B, T) 0/1, 0 on the left padding of batched prompts; each row generates what it would alone."""
+        one token per step, until max_new_tokens or every row has produced a stop token (a stopped row repeats it). When
+        a row in the cache outgrows block_size, the cache is filled again with the rows still running, a row past
+        block_size from its last 3/4 block_size tokens (llama.cpp's context shift; nanoGPT re-encodes at every token);
+        finished rows leave the batch then, so they neither cost steps nor cause more refills. vocab_limit: never sample
+        ids >= it (a padded vocabulary). attention_mask: (B, T) 0/1, 0 on the left padding of batched prompts; each row
+        generates what it would alone."""
         was_training = self.training
         self.eval()
         stop = torch.tensor(sorted(stop_tokens or []), dtype=torch.long, device=idx.device)
@@ -359,24 +361,24 @@ class Llama(nn.Module):
         first = idx.size(1) - (torch.ones_like(idx) if attention_mask is None else attention_mask.long()).sum(dim=1)
         try:
             self._reset_cache(idx.size(0), idx.device, dtype, min(L, idx.size(1) + max_new_tokens))  # not a 128k cache
-            seq, pos, new = idx, None, None
+            seq, pos, rows = idx, None, None
             for _ in range(max_new_tokens):
-                over = seq.size(1) - first > L
-                if pos is None or over.any():                # (re)fill the cache, each row from its first token
-                    first = torch.where(over, seq.size(1) - (L - L // 4), first)
-                    pos = int((seq.size(1) - first).max())
-                    keep = torch.arange(seq.size(1) - pos, seq.size(1), device=idx.device) >= first[:, None]
+                if pos is None or pos >= L:  # (re)fill the cache: the rows still running, each from its first token
+                    rows = (~done).nonzero()[:, 0]                  # finished rows leave the batch here
+                    first = torch.where(seq.size(1) - first > L, seq.size(1) - (L - L // 4), first)
+                    pos = int((seq.size(1) - first[rows]).max())
+                    keep = torch.arange(seq.size(1) - pos, seq.size(1), device=idx.device) >= first[rows, None]
                     keep = None if keep.all() else keep
-                    logits, _ = self(seq[:, -pos:], pos=0, last_only=True, attention_mask=keep)
-                else:                                        # one token through the cache
-                    logits, _ = self(new[:, None], pos=pos, last_only=True, attention_mask=keep)
+                    logits, _ = self(seq[rows, -pos:], pos=0, last_only=True, attention_mask=keep)
+                else:                        # one token through the cache
+                    logits, _ = self(seq[rows, -1:], pos=pos, last_only=True, attention_mask=keep)
                     pos += 1
-                logits = logits[:, -1, :vocab_limit]
-                nxt = sample_next(logits, temperature, top_k, top_p, generator)
+                nxt = seq[:, -1].clone()
+                nxt[rows] = sample_next(logits[:, -1, :vocab_limit], temperature, top_k, top_p, generator)
                 if len(stop):
-                    nxt = torch.where(done, seq[:, -1] if new is not None else nxt, nxt)
+                    nxt = torch.where(done, seq[:, -1], nxt)
                     done |= torch.isin(nxt, stop)
-                seq, new = torch.cat([seq, nxt[:, None]], dim=1), nxt
+                seq = torch.cat([seq, nxt[:, None]], dim=1)
                 if keep is not None:
                     keep = torch.cat([keep, keep.new_ones(keep.size(0), 1)], dim=1)
                 yield nxt
