@@ -112,12 +112,12 @@ def official_rwkv_speed(model, contexts, new_tokens, repeats):
 
 def official_llama_speed(model, batches, new_tokens, repeats, prompt_len=64):
     """Sampling tokens/s (temperature 1, new_tokens per row, no stop) of our Llama `model` (generate_stream: KV cache)
-    and of transformers' generate on the same weights (model_llama.export_hf, loaded by AutoModelForCausalLM), each
+    and of transformers' generate on the same weights (export.export_hf, loaded by AutoModelForCausalLM), each
     the median of `repeats` runs, the two interleaved, at each batch size of `batches`, every row the same random
     prompt of prompt_len tokens (an RL group: rl.py samples group_size replies per problem). Returns [(batch, ours,
     transformers)] (tok/s). Raises ConfigError without transformers."""
     import tempfile
-    from model_llama import export_hf
+    from export import export_hf
     try:
         from transformers import AutoModelForCausalLM
     except ImportError:

@@ -9,7 +9,7 @@ The one exporter: a run, a checkpoint or a pretrained model written in a format 
     python export.py out-reasoning-llama r.gguf      # a Llama or an RWKV-7 run as GGUF for llama.cpp [--dtype=q8_0]
 
 The format comes from the output's name:
-- a folder: a Hugging Face model of a Llama run (model_llama.export_hf: config.json, model.safetensors;
+- a folder: a Hugging Face model of a Llama run (export_hf: config.json, model.safetensors;
   tokenizer.hf_files: tokenizer.json and its config files, generation_config.json), which transformers'
   AutoModelForCausalLM and AutoTokenizer load with no other package. A LoRA run exports merged (its best.pt), or with
   --peft as the unmerged base plus the adapters in PEFT's layout (lora.save_peft). transformers has no RWKV-7.
@@ -60,12 +60,45 @@ def read_plain(path, kind):
     return model, ck
 
 
+def export_hf(model, out_dir, tokenizer_files=None):
+    """Write `model` as a Hugging Face folder that transformers' AutoModelForCausalLM.from_pretrained loads: config.json
+    (LlamaForCausalLM, or Qwen2ForCausalLM when qkv_bias) and model.safetensors (the parameters' dtype; a tied head
+    not stored, as Hugging Face does); tokenizer_files: {file name: bytes}. Returns out_dir. Raises ValueError, before
+    writing anything, for a model with other parameters than a plain Llama's (LoRA adapters: merge them first)."""
+    import json
+    from safetensors.torch import save_file
+    from model_llama import Llama
+    cfg, sd = model.config, dict(model.state_dict())
+    with torch.device('meta'):
+        plain = set(Llama(cfg).state_dict())
+    if set(sd) != plain:
+        raise ValueError(f"the model has parameters a plain Llama has not (or lacks some): "
+                         f"{sorted(set(sd) ^ plain)[:5]}; merge LoRA adapters first (lora.merge_lora)")
+    if cfg.tie_embeddings:
+        del sd['lm_head.weight']
+    arch, model_type = ('Qwen2ForCausalLM', 'qwen2') if cfg.qkv_bias else ('LlamaForCausalLM', 'llama')
+    config = dict(architectures=[arch], model_type=model_type, vocab_size=cfg.vocab_size, hidden_size=cfg.n_embd,
+                  intermediate_size=cfg.intermediate_size, num_hidden_layers=cfg.n_layer,
+                  num_attention_heads=cfg.n_head, num_key_value_heads=cfg.n_kv_head, hidden_act='silu',
+                  max_position_embeddings=cfg.block_size, rms_norm_eps=cfg.norm_eps, rope_theta=cfg.rope_theta,
+                  rope_scaling=cfg.rope_scaling, tie_word_embeddings=cfg.tie_embeddings, use_cache=True,
+                  torch_dtype=str(next(iter(sd.values())).dtype).removeprefix('torch.'),
+                  **(dict(use_sliding_window=False, sliding_window=None, max_window_layers=cfg.n_layer) if cfg.qkv_bias
+                     else dict(head_dim=cfg.n_embd // cfg.n_head, attention_bias=False, mlp_bias=False)))
+    os.makedirs(out_dir, exist_ok=True)
+    save_file({(k if k == 'lm_head.weight' else 'model.' + k): v.detach().cpu().contiguous() for k, v in sd.items()},
+              os.path.join(out_dir, 'model.safetensors'), metadata={'format': 'pt'})
+    for name, data in {'config.json': json.dumps(config, indent=2).encode(), **(tokenizer_files or {})}.items():
+        with open(os.path.join(out_dir, name), 'wb') as f:
+            f.write(data)
+    return out_dir
+
+
 def export_checkpoint(path, out_dir):
-    """A train.py checkpoint of a Llama (a LoRA run's merged best.pt too) -> model_llama.export_hf, with the tokenizer
+    """A train.py checkpoint of a Llama (a LoRA run's merged best.pt too) -> export_hf, with the tokenizer
     files that AutoTokenizer reads (tokenizer.hf_files), all built before out_dir is touched. Returns out_dir. Raises
     OSError (no file; out_dir a file), ValueError (an RWKV-7 run, a LoRA run's ckpt.pt, an unreadable file, a
     tokenizer hf_files cannot write)."""
-    from model_llama import export_hf
     from tokenizer import hf_files
     model, ck = read_plain(path, 'llama')
     return export_hf(model, out_dir, hf_files(ck['tokenizer']))
@@ -80,7 +113,7 @@ def export_peft(run_dir, out_dir):
     one (as PEFT's QLoRA adapters are used). Returns (base folder, adapter folder). Raises LoRAError: not a LoRA
     run of a Llama, a seeded scratch base (stored nowhere: export the merged best.pt), another base than the run's."""
     from lora import LoRAError, apply_lora, base_fingerprint, load_adapter, load_lora_state_dict, save_peft
-    from model_llama import Llama, LlamaConfig, export_hf, resolve_pretrained
+    from model_llama import Llama, LlamaConfig, resolve_pretrained
     from tokenizer import hf_files
     if not os.path.isfile(os.path.join(run_dir, 'ckpt.pt')):
         raise FileNotFoundError(f"no {os.path.join(run_dir, 'ckpt.pt')}: --peft exports a LoRA run's folder")
@@ -327,7 +360,6 @@ def export(source, out, peft=False, dtype=None):
     if source.startswith(('hf:', 'llama2c:')):
         if pth:
             raise ValueError(f"{source} is a Llama: .pth is RWKV-7's format; export it to a folder (Hugging Face)")
-        from model_llama import export_hf
         from tokenizer import hf_files
         model, tok, _ = load_model(source)
         return f"wrote {export_hf(model, out, hf_files(tok.state()))}"

@@ -314,7 +314,7 @@ def load_adapter(path, model):
 # ---------------------------------------------------------------------------- PEFT (Hugging Face) export
 def save_peft(out_dir, model, base_model_name_or_path=''):
     """Write the adapters of a model_llama.Llama under apply_lora as a PEFT LoRA folder for the Hugging Face model
-    that model_llama.export_hf writes of its base: adapter_config.json (peft_type LORA, task_type CAUSAL_LM, r,
+    that export.export_hf writes of its base: adapter_config.json (peft_type LORA, task_type CAUSAL_LM, r,
     lora_alpha, lora_dropout, use_rslora, target_modules, base_model_name_or_path) and adapter_model.safetensors
     (fp32; PEFT's key names, e.g. 'base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight' (r, in) and
     '...lora_B.weight' (out, r)). target_modules: the projection names ('q_proj', ...) when every layer of those

@@ -585,38 +585,6 @@ def read_llama2c(path, block_size=None):
     return args, tensors()
 
 
-def export_hf(model, out_dir, tokenizer_files=None):
-    """Write `model` as a Hugging Face folder that transformers' AutoModelForCausalLM.from_pretrained loads: config.json
-    (LlamaForCausalLM, or Qwen2ForCausalLM when qkv_bias) and model.safetensors (the parameters' dtype; a tied head
-    not stored, as Hugging Face does); tokenizer_files: {file name: bytes}. Returns out_dir. Raises ValueError, before
-    writing anything, for a model with other parameters than a plain Llama's (LoRA adapters: merge them first)."""
-    from safetensors.torch import save_file
-    cfg, sd = model.config, dict(model.state_dict())
-    with torch.device('meta'):
-        plain = set(Llama(cfg).state_dict())
-    if set(sd) != plain:
-        raise ValueError(f"the model has parameters a plain Llama has not (or lacks some): "
-                         f"{sorted(set(sd) ^ plain)[:5]}; merge LoRA adapters first (lora.merge_lora)")
-    if cfg.tie_embeddings:
-        del sd['lm_head.weight']
-    arch, model_type = ('Qwen2ForCausalLM', 'qwen2') if cfg.qkv_bias else ('LlamaForCausalLM', 'llama')
-    config = dict(architectures=[arch], model_type=model_type, vocab_size=cfg.vocab_size, hidden_size=cfg.n_embd,
-                  intermediate_size=cfg.intermediate_size, num_hidden_layers=cfg.n_layer,
-                  num_attention_heads=cfg.n_head, num_key_value_heads=cfg.n_kv_head, hidden_act='silu',
-                  max_position_embeddings=cfg.block_size, rms_norm_eps=cfg.norm_eps, rope_theta=cfg.rope_theta,
-                  rope_scaling=cfg.rope_scaling, tie_word_embeddings=cfg.tie_embeddings, use_cache=True,
-                  torch_dtype=str(next(iter(sd.values())).dtype).removeprefix('torch.'),
-                  **(dict(use_sliding_window=False, sliding_window=None, max_window_layers=cfg.n_layer) if cfg.qkv_bias
-                     else dict(head_dim=cfg.n_embd // cfg.n_head, attention_bias=False, mlp_bias=False)))
-    os.makedirs(out_dir, exist_ok=True)
-    save_file({(k if k == 'lm_head.weight' else 'model.' + k): v.detach().cpu().contiguous() for k, v in sd.items()},
-              os.path.join(out_dir, 'model.safetensors'), metadata={'format': 'pt'})
-    for name, data in {'config.json': json.dumps(config, indent=2).encode(), **(tokenizer_files or {})}.items():
-        with open(os.path.join(out_dir, name), 'wb') as f:
-            f.write(data)
-    return out_dir
-
-
 if __name__ == '__main__':  # the export that lived here moved to export.py: say so instead of exiting silently
     import sys
     sys.exit("model_llama.py: error: this file is a library; a run as a Hugging Face folder: python export.py <run or checkpoint.pt> <folder>")

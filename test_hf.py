@@ -21,7 +21,8 @@ import chat
 from conftest import ROOT, SHARED, gpt2_or_skip, run
 from lora import DEFAULT_TARGETS, LoRAError, apply_lora, lora_modules, save_peft
 from export import export_checkpoint
-from model_llama import Llama, LlamaConfig, config_from_hf, export_hf, rope_tables
+from export import export_hf
+from model_llama import Llama, LlamaConfig, config_from_hf, rope_tables
 from tokenizer import EOT, get_tokenizer, hf_files, pretrained_tokenizer, tokenizer_from_state, train_sentencepiece
 
 STORIES = os.path.join(SHARED, 'data', 'llama2c', 'stories260K')

@@ -224,7 +224,7 @@ def hf_tokenizer_file(path):
 
 
 def hf_files(state):
-    """{file name: bytes} of a checkpoint's tokenizer `state` for a Hugging Face model folder (model_llama.export_hf),
+    """{file name: bytes} of a checkpoint's tokenizer `state` for a Hugging Face model folder (export.export_hf),
     so that transformers' AutoTokenizer reads it (no sentencepiece or protobuf needed) and encodes as we do:
     tokenizer.json (hf: its own; byte, gpt2, sp: built by `tokenizers_json`) with every special token of ours
     registered as an added token at our id, tokenizer_config.json (PreTrainedTokenizerFast; bos where there is one,
