@@ -85,7 +85,8 @@ n_head = 8
 n_kv_head = 4
 head_size = 64
 vocab_size = 50304
-block_size = 0            # speed: training sequence length; 0 = the config's / model's block_size (256 otherwise)
+block_size = 0            # a Llama's context (0 = the one it trained with; longer: RoPE past trained positions); speed:
+                          # the training sequence length (0 = the config's / model's, 256 otherwise)
 train_batch = 0           # speed: training micro-batch; 0 = the config's batch_size (8 otherwise)
 burn_in = 3               # speed: untimed training steps
 steps = 10                # speed: timed training steps

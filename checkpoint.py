@@ -82,8 +82,10 @@ def model_class(kind):
 def load_model(spec, device='cpu', block_size=None):
     """(model in eval mode on `device`, tokenizer, checkpoint dict with 'path') of `spec`: a checkpoint file (a full
     model: a LoRA run's merged best.pt, not its adapters-only ckpt.pt), or a pretrained Llama 'hf:<folder or hub id>' /
-    'llama2c:<file.bin>' with its own tokenizer (context block_size, else the model's; its dict holds model_type,
-    model_args, iter_num 'pretrained' and an empty config). Raises CheckpointError naming what is wrong."""
+    'llama2c:<file.bin>' with its own tokenizer (its dict holds model_type, model_args, iter_num 'pretrained' and an
+    empty config). block_size: a Llama's context in tokens, else the one it was trained with; a longer one runs RoPE
+    past the positions training saw (as llama.cpp's -c; an RWKV-7 has no context to set). Raises CheckpointError
+    naming what is wrong."""
     from tokenizer import get_tokenizer, pretrained_tokenizer, tokenizer_from_state
     if spec.startswith(('hf:', 'llama2c:')):
         import dataclasses
@@ -106,6 +108,8 @@ def load_model(spec, device='cpu', block_size=None):
         raise CheckpointError(f"{spec} holds only the LoRA adapters of a run: sample from its merged best.pt "
                               f"(--ckpt=best.pt)")
     Model, Config = model_class(ck['model_type'])
+    if block_size and ck['model_type'] == 'llama':
+        ck['model_args'] = dict(ck['model_args'], block_size=block_size)
     try:
         model = Model(Config(**ck['model_args']))
         model.load_state_dict(ck['model'])

@@ -55,6 +55,8 @@ prompts_per_step = 8        # problems per step
 group_size = 8              # replies sampled per problem (a group: advantages are relative to it)
 gen_prompts = 0             # problems per generation batch (0 = prompts_per_step); torchrun: each process whole batches
 max_new_tokens = 512        # per reply (a Llama's also end at its context); a reply cut gets malformed_reward
+block_size = 0              # a Llama's context while sampling and learning (0 = the start model's); longer lets replies
+                            # run past the positions SFT trained (RoPE goes on), and RL then trains them
 temperature = 1.0
 # objective
 learning_rate = 1e-4        # AdamW, constant after warmup_iters
@@ -200,11 +202,11 @@ if __name__ == '__main__':
             raise ConfigError(f"group_size must be at least 2 (got {group_size}): advantages compare the replies to "
                               f"one problem")
         if temperature <= 0 or min(max_new_tokens, ppo_epochs, micro_batch, eval_problems, eval_interval,
-                                   synth_problems) < 1 or min(max_iters, warmup_iters, gen_prompts, kl_coef) < 0 \
-                or clip_eps <= 0:
+                                   synth_problems) < 1 or min(max_iters, warmup_iters, gen_prompts, kl_coef,
+                                                              block_size) < 0 or clip_eps <= 0:
             raise ConfigError(f"need temperature > 0 (got {temperature}: RL samples), clip_eps > 0 (got {clip_eps}), "
                               f"max_new_tokens, ppo_epochs, micro_batch, eval_problems, eval_interval and "
-                              f"synth_problems >= 1, max_iters, warmup_iters, gen_prompts and kl_coef >= 0")
+                              f"synth_problems >= 1, max_iters, warmup_iters, gen_prompts, kl_coef and block_size >= 0")
         gen_prompts = gen_prompts or prompts_per_step
         if prompts_per_step < 1 or prompts_per_step % gen_prompts or (prompts_per_step // gen_prompts) % world:
             raise ConfigError(f"prompts_per_step ({prompts_per_step}) must be a multiple of gen_prompts "
@@ -237,7 +239,7 @@ if __name__ == '__main__':
         else:
             start = os.path.abspath(init_from if os.path.isfile(init_from) else find_checkpoint(init_from)) \
                 if not init_from.startswith(('hf:', 'llama2c:')) else init_from
-        model, tok, start_ck = load_model(start, 'cpu')
+        model, tok, start_ck = load_model(start, 'cpu', resume['model_args']['block_size'] if resume else block_size)
     except (CheckpointError, FileNotFoundError) as e:
         fail(str(e))
     if not {'<|im_start|>', '<|im_end|>'} <= tok.special.keys():

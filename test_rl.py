@@ -173,6 +173,26 @@ def test_lora_run_resumes_and_saves_a_merged_model(toy):
     assert p.returncode == 1 and 'is a LoRA run: resume it with its --lora_r=4' in p.stderr
 
 
+def test_a_longer_context_than_sft_gave(toy):
+    """--block_size: a Llama samples and learns in a longer context than its SFT run's (192 here: RoPE runs on past
+    the trained positions); the run's checkpoints carry it, and a resume keeps it without the flag."""
+    from checkpoint import load_model
+    short, _, _ = load_model(str(toy / 'sft.pt'))
+    long, _, ck = load_model(str(toy / 'sft.pt'), block_size=320)
+    x = torch.randint(0, 256, (2, 150))
+    assert long.config.block_size == ck['model_args']['block_size'] == 320 and short.config.block_size == 192
+    assert torch.equal(short(x)[0], long(x)[0])  # the positions both have: the same logits
+    assert long(torch.randint(0, 256, (1, 300)))[0].isfinite().all()
+    args = [*ARGS, '--prompts_per_step=1', '--eval_interval=1', '--max_new_tokens=200', '--out_dir=long']
+    p = run('rl.py', *args, '--max_iters=1', cwd=toy, env=ONE_THREAD, check=False)
+    assert p.returncode == 1 and 'max_new_tokens (200) must be less than the context' in p.stderr
+    run('rl.py', *args, '--max_iters=1', '--block_size=320', cwd=toy, env=ONE_THREAD)
+    run('rl.py', *args, '--max_iters=2', '--init_from=resume', cwd=toy, env=ONE_THREAD)
+    ck = torch.load(toy / 'long' / 'ckpt.pt', weights_only=False)
+    assert ck['iter_num'] == 2 and ck['model_args']['block_size'] == 320
+    assert load_model(str(toy / 'long' / 'best.pt'))[0].config.block_size == 320
+
+
 def test_bad_input(toy):
     (toy / 'words.jsonl').write_text(json.dumps({'question': 'Name a color.', 'answer': '#### blue'}) + '\n')
     cases = [(['--group_size=1'], 'group_size must be at least 2'),
@@ -183,7 +203,8 @@ def test_bad_input(toy):
              (['--loss_norm=mean'], 'loss_norm must be token, sequence or constant'),
              (['--max_new_tokens=192'], 'max_new_tokens (192) must be less than the context'),
              (['--eval_problems=0'], 'eval_problems, eval_interval and synth_problems >= 1'),
-             (['--warmup_iters=-1'], 'warmup_iters, gen_prompts and kl_coef >= 0'),
+             (['--warmup_iters=-1'], 'warmup_iters, gen_prompts, kl_coef and block_size >= 0'),
+             (['--block_size=-1'], 'kl_coef and block_size >= 0'),
              (['--clip_eps=0'], 'clip_eps > 0'),
              (['--eval_data=empty.jsonl'], 'no held-out problems in empty.jsonl'),
              (['--init_from=resume', '--out_dir=whole', '--lora_r=4'], 'trains every weight: resume it without')]
