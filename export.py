@@ -24,6 +24,7 @@ The format comes from the output's name:
 """
 
 import copy
+import json
 import os
 import sys
 
@@ -65,7 +66,6 @@ def export_hf(model, out_dir, tokenizer_files=None):
     (LlamaForCausalLM, or Qwen2ForCausalLM when qkv_bias) and model.safetensors (the parameters' dtype; a tied head
     not stored, as Hugging Face does); tokenizer_files: {file name: bytes}. Returns out_dir. Raises ValueError, before
     writing anything, for a model with other parameters than a plain Llama's (LoRA adapters: merge them first)."""
-    import json
     from safetensors.torch import save_file
     from model_llama import Llama
     cfg, sd = model.config, dict(model.state_dict())

@@ -20,8 +20,7 @@ import torch
 import chat
 from conftest import ROOT, SHARED, gpt2_or_skip, run
 from lora import DEFAULT_TARGETS, LoRAError, apply_lora, lora_modules, save_peft
-from export import export_checkpoint
-from export import export_hf
+from export import export_checkpoint, export_hf
 from model_llama import Llama, LlamaConfig, config_from_hf, rope_tables
 from tokenizer import EOT, get_tokenizer, hf_files, pretrained_tokenizer, tokenizer_from_state, train_sentencepiece
 
@@ -37,8 +36,7 @@ try:
     import peft
 except ImportError:
     peft = None
-needs_peft = pytest.mark.skipif(transformers is None or peft is None,
-                                reason='cross-check: needs transformers and peft (pip install peft)')
+needs_peft = pytest.mark.skipif(transformers is None or peft is None, reason='cross-check: needs transformers and peft')
 
 
 def o1(model, seed=0):
