@@ -128,9 +128,9 @@ def record(name, rec):
 def load_run(path, name=''):
     """(model, tokenizer, checkpoint dict) of the checkpoint that `name` names for the run folder `path`
     (checkpoint.find_checkpoint: '' = best.pt if present, else ckpt.pt; a name in path; a path to a file), in eval
-    mode on `device` (checkpoint.load_model). LoRA runs: best.pt holds the merged model. name 'hf:<folder or hub id>'
-    or 'llama2c:<file.bin>': a pretrained model (context --block_size or the model's) with its own tokenizer; path may
-    then be ''. --compile=True: an RWKV-7 decodes through its compiled step (RWKV7.compile_step). Raises ConfigError
+    mode on `device` (checkpoint.load_model; a Llama's context --block_size or its own). LoRA runs: best.pt holds the
+    merged model. name 'hf:<folder or hub id>' or 'llama2c:<file.bin>': a pretrained model with its own tokenizer; path
+    may then be ''. --compile=True: an RWKV-7 decodes through its compiled step (RWKV7.compile_step). Raises ConfigError
     when there is nothing to load."""
     if not path and not name:
         raise ConfigError("no checkpoint: set --out_dir to a trained run (or --ckpt to a checkpoint file)")
