@@ -352,18 +352,38 @@ def start_model(c, tok, data_vocab):
     return model, model_args, ck, lora
 
 
-def make_out_dir(out_dir):
+def check_new_run(out_dir, overwrite=False):
+    """A run that does not resume writes out_dir's files afresh: raise CheckpointError if out_dir already holds
+    another run's checkpoint (ckpt.pt or best.pt) and overwrite is False, so that a new run killed early never leaves
+    neither run (nanoGPT replaces it silently). The message names the three ways on."""
+    held = [f for f in ('ckpt.pt', 'best.pt') if os.path.isfile(os.path.join(out_dir, f))]
+    if held and not overwrite:
+        raise CheckpointError(f"out_dir '{out_dir}' already holds a run ({' and '.join(held)}): continue it with "
+                              f"--init_from=resume, write the new run to another --out_dir, or replace it with "
+                              f"--overwrite=True")
+
+
+def make_out_dir(out_dir, new_run=False):
     """Create the run folder out_dir (with its parents) if it is missing and check that it is writable. Returns
-    whether this call created it. Raises CheckpointError: cannot write into it."""
+    whether this call created it. new_run (a run that does not resume, after check_new_run): first delete an earlier
+    run's files there (ckpt.pt, best.pt, ckpt_<iter>.pt, log.jsonl, config.json, adapter.safetensors), so that the
+    folder never mixes two runs. Raises CheckpointError: cannot write into it."""
+    import re
     made = not os.path.isdir(out_dir)
     try:
         os.makedirs(out_dir, exist_ok=True)
         if not os.access(out_dir, os.W_OK):
             raise PermissionError("not writable")
+        old = [f for f in os.listdir(out_dir) if new_run and (re.fullmatch(r'ckpt_\d+\.pt', f) or f in (
+            'ckpt.pt', 'best.pt', 'log.jsonl', 'config.json', 'adapter.safetensors'))]
+        for f in old:
+            os.remove(os.path.join(out_dir, f))
     except OSError as e:
         if made and os.path.isdir(out_dir):
             os.rmdir(out_dir)
         raise CheckpointError(f"cannot write into out_dir '{out_dir}': {e}") from None
+    if old:
+        print(f"a new run: deleted the earlier run's {', '.join(sorted(old))} in {out_dir}")
     return made
 
 

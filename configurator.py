@@ -225,6 +225,9 @@ def check_train_config(c, ddp, world_size):
     if c['lr_schedule'] not in ('cosine', 'linear'):
         raise ConfigError(f"lr_schedule must be 'cosine' or 'linear', not '{c['lr_schedule']}'")
     init_from, model_type = c['init_from'], c['model_type']
+    if init_from != 'resume' and not c['eval_only']:  # a new run: never over another run's checkpoint unless told to
+        from checkpoint import check_new_run
+        check_new_run(c['out_dir'], c['overwrite'])
     if init_from not in ('scratch', 'resume') and not init_from.startswith(('hf:', 'llama2c:', 'rwkv:')) \
             and not os.path.isdir(init_from):
         raise ConfigError(f"init_from must be 'scratch', 'resume', 'rwkv:<file.pth>', 'hf:<folder or hub id>', "

@@ -34,6 +34,7 @@ import torch.nn.functional as F
 
 # -----------------------------------------------------------------------------
 out_dir = 'out-rl'          # ckpt.pt (to resume), best.pt (best held-out accuracy), config.json, log.jsonl
+overwrite = False           # a new run into an out_dir that holds another run's checkpoint: delete it (else an error)
 init_from = ''              # the start: a run folder (its best.pt, else ckpt.pt), a checkpoint file, 'hf:<folder>',
                             # 'llama2c:<file.bin>' (a tokenizer with the chat tokens), or 'resume' (out_dir/ckpt.pt)
 data_dir = ''               # the start run's data folder ('' = the one in its config): gsm_synth settings, test.jsonl
@@ -94,13 +95,11 @@ def step_seed(seed, it, batch):
 
 def problem_order(n, seed, it, per_step):
     """The problem indices of step `it` (per_step of them): epochs of seeded permutations of range(n)."""
-    out, pos = [], it * per_step
+    out = []
     while len(out) < per_step:
-        epoch, at = divmod(pos, n)
+        epoch, at = divmod(it * per_step + len(out), n)
         perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed + 7919 * epoch))
-        take = perm[at:at + per_step - len(out)].tolist()
-        out += take
-        pos += len(take)
+        out += perm[at:at + per_step - len(out)].tolist()
     return out
 
 
@@ -177,8 +176,8 @@ def normalize(terms, mask, how, n_tokens, n_replies, max_new):
 if __name__ == '__main__':
     import bench
     import parallel
-    from checkpoint import (CheckpointError, find_checkpoint, load_model, make_out_dir, read_train_state,
-                            save_run_file)
+    from checkpoint import (CheckpointError, check_new_run, find_checkpoint, load_model, make_out_dir,
+                            read_train_state, save_run_file)
     from configurator import ConfigError, configure, pick_device, pick_dtype
     from gsm8k_eval import official_extract
     from optim import make_optimizer
@@ -237,6 +236,7 @@ if __name__ == '__main__':
                                       f"with --init_from=<SFT run> first, or fix --out_dir")
             start = resume['rl_start']
         else:
+            check_new_run(out_dir, overwrite)  # a new run: never over another run's checkpoint unless told to
             start = os.path.abspath(init_from if os.path.isfile(init_from) else find_checkpoint(init_from)) \
                 if not init_from.startswith(('hf:', 'llama2c:')) else init_from
         model, tok, start_ck = load_model(start, 'cpu', resume['model_args']['block_size'] if resume else block_size)
@@ -363,7 +363,7 @@ if __name__ == '__main__':
 
     if rank == 0:
         try:
-            make_out_dir(out_dir)
+            make_out_dir(out_dir, init_from != 'resume')
         except CheckpointError as e:
             fail(str(e))
         path = os.path.join(out_dir, 'log.jsonl')

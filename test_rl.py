@@ -207,7 +207,8 @@ def test_bad_input(toy):
              (['--block_size=-1'], 'kl_coef and block_size >= 0'),
              (['--clip_eps=0'], 'clip_eps > 0'),
              (['--eval_data=empty.jsonl'], 'no held-out problems in empty.jsonl'),
-             (['--init_from=resume', '--out_dir=whole', '--lora_r=4'], 'trains every weight: resume it without')]
+             (['--init_from=resume', '--out_dir=whole', '--lora_r=4'], 'trains every weight: resume it without'),
+             (['--out_dir=whole'], "out_dir 'whole' already holds a run (ckpt.pt and best.pt): continue it with")]
     (toy / 'empty.jsonl').write_text('')
     if not (toy / 'whole').exists():  # a full-weight run to resume
         run('rl.py', *ARGS, '--prompts_per_step=1', '--max_iters=2', '--eval_interval=2', '--out_dir=whole', cwd=toy,

@@ -312,6 +312,17 @@ def test_keep_last(tmp):
     assert ckpt(tmp / 'ref' / 'ckpt_000016.pt')['iter_num'] == 16
 
 
+def test_overwrite_replaces_the_earlier_run_whole(tmp):
+    """A new run over another run is refused (BAD_INPUTS); with --overwrite=True the earlier run's files go first,
+    so the folder never mixes two runs' checkpoints or log lines."""
+    out = tmp / 'over'
+    shutil.copytree(tmp / 'ref', out)
+    train(*ARGS, '--out_dir=over', '--max_iters=4', '--overwrite=True', cwd=tmp)
+    assert sorted(f for f in os.listdir(out) if f.endswith('.pt')) == ['best.pt', 'ckpt.pt', 'ckpt_000004.pt']
+    assert ckpt(out / 'ckpt.pt')['iter_num'] == 4
+    assert losses(out) == {k: v for k, v in losses(tmp / 'ref').items() if k <= 4}  # this run's four lines alone
+
+
 # ---------------------------------------------------------------------------- faults
 def test_nonfinite_losses_are_skipped_then_stop_the_run(tmp):
     # NaN losses at 12 (alone), then 14, 15, 16: the third in a row stops the run; a checkpoint at every iteration
@@ -522,6 +533,9 @@ BAD_INPUTS = [
     ('FSDP with LoRA', ['--fsdp', '--lora_r=4'], "fsdp=True is for full fine-tuning", DDP2),
     ('FSDP in float16', ['--fsdp', '--dtype=float16'], "fsdp=True trains in bfloat16 or float32, not float16", DDP2),
     ('NaN rollback factor out of range', ['--nan_rollback=2', '--nan_lr_factor=0'], "0 < nan_lr_factor <= 1", {}),
+    ('a new run over another run', ['--out_dir=ref'], "out_dir 'ref' already holds a run (ckpt.pt and best.pt): "
+     "continue it with --init_from=resume, write the new run to another --out_dir, or replace it with "
+     "--overwrite=True", {}),
 ]
 if not torch.cuda.is_available():
     BAD_INPUTS.append(('CUDA asked for, absent', ['--device=cuda'],

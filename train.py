@@ -9,11 +9,11 @@ Train a model on prepared token shards (see prepare.py). One loop, nanoGPT order
 
 Config: the globals below, then config files and --key=value (configurator.py); the effective config goes into
 out_dir/config.json and every checkpoint. out_dir/ckpt.pt resumes exactly, also after a SIGKILL (written atomically at
-evals, at the end and on Ctrl-C / SIGTERM); best.pt holds the best val loss's model; log.jsonl every log line.
-Under torchrun every process trains on its share of the same global batch, so a run sees the data one process would.
-A non-finite loss skips the step (max_bad_steps in a row stop the run, or nan_rollback reloads ckpt.pt). LoRA runs
-(lora_r > 0, qlora) train adapters on a frozen base: ckpt.pt holds them, best.pt the merged model. The other owners:
-checkpoint.py (the files), data.py (batches), optim.py, parallel.py (DDP/FSDP2), lora.py, qlora.py; docs/guide.md.
+evals, at the end and on Ctrl-C / SIGTERM); best.pt holds the best val loss's model; log.jsonl every log line. A new
+run never replaces another run's checkpoint in out_dir unless told to (--overwrite=True). Under torchrun every process
+trains on its share of the same global batch, so a run sees the data one process would. A non-finite loss skips the
+step (max_bad_steps in a row stop the run, or nan_rollback reloads ckpt.pt). The other owners: checkpoint.py (the
+files), data.py (batches), optim.py, parallel.py (DDP/FSDP2), lora.py, qlora.py; docs/guide.md.
 """
 import json
 import math
@@ -40,6 +40,7 @@ from tokenizer import get_tokenizer
 # -----------------------------------------------------------------------------
 # I/O
 out_dir = 'out'             # ckpt.pt (latest, to resume), best.pt (best val loss), config.json, log.jsonl
+overwrite = False           # a new run into an out_dir that holds another run's checkpoint: delete it (else an error)
 eval_interval = 250         # evaluate (the same eval_iters batches each time) and checkpoint every N iterations
 log_interval = 10           # a log line every N iterations: loss, lr, ms/iter, tokens/s, MFU (GPU), ETA
 eval_iters = 20             # batches per split in each loss estimate
@@ -361,7 +362,7 @@ if eval_only:
     leave(0)
 if master_process:
     try:
-        made_out_dir = make_out_dir(out_dir)  # removed again if the run dies before its first checkpoint
+        made_out_dir = make_out_dir(out_dir, init_from != 'resume')  # removed if the run dies before a checkpoint
     except CheckpointError as e:
         fail(str(e))
     if wandb_log:
@@ -487,10 +488,9 @@ while True:
         lossf, dt = loss_acc / n_acc, (t1 - t0) / (iter_num - last_log)
         t0, loss_acc, n_acc, last_log = t1, 0.0, 0, iter_num
         mfu = raw_model.estimate_mfu(tokens_per_iter // ddp_world_size, dt, device)  # per GPU
-        eta = (max_iters - iter_num) * dt
         print(f"iter {iter_num}: loss {lossf:.4f}, lr {lr:.2e}, {dt * 1000:.1f} ms/iter, "
               f"{tokens_per_iter / dt:,.0f} tok/s" + (f", mfu {mfu * 100:.1f}%" if mfu is not None else '')
-              + f", eta {eta / 60:.1f} min" + (f", {truncated_all} examples truncated" if truncated_all else ''))
+              + f", eta {(max_iters - iter_num) * dt / 60:.1f} min" + (f", {truncated_all} examples truncated" if truncated_all else ''))
         log({'iter': iter_num, 'loss': lossf, 'lr': lr, 'ms_per_iter': dt * 1000, 'tok_per_s': tokens_per_iter / dt,
              'mfu': mfu, 'elapsed_s': round(time.time() - t_start, 2)})
 print(f"done: {iter_num} iterations in {time.time() - t_start:.1f} s, best val loss {best_val_loss:.4f}")
