@@ -19,10 +19,12 @@ Sharded (FSDP) runs write the same file (parallel.full_state); the training loop
 import json
 import math
 import os
+import re
 
 import torch
 
 PRETRAINED = ('hf:', 'llama2c:', 'rwkv:')  # specs of pretrained models, loaded by their own readers
+NUMBERED = r'ckpt_\d+\.pt'  # keep_last's copies, ckpt_<iter>.pt
 
 
 class CheckpointError(ValueError):
@@ -140,7 +142,6 @@ def atomic_save(obj, path):
 def keep_last(path, iter_num, k):
     """Keep the checkpoint just written at `path` also as ckpt_<iter_num>.pt beside it (a hard link: no extra space)
     and delete all but the k newest such files. A file system without hard links: a warning, nothing kept."""
-    import re
     folder = os.path.dirname(path)
     kept = os.path.join(folder, f'ckpt_{iter_num:06d}.pt')
     try:
@@ -149,7 +150,7 @@ def keep_last(path, iter_num, k):
         os.link(path, kept)
     except OSError as e:
         print(f"warning: could not keep {kept}: {e}")
-    numbered = [f for f in os.listdir(folder) if re.fullmatch(r'ckpt_\d+\.pt', f)]
+    numbered = [f for f in os.listdir(folder) if re.fullmatch(NUMBERED, f)]
     numbered.sort(key=lambda f: (os.stat(os.path.join(folder, f)).st_mtime_ns, int(f[5:-3])))  # newest last
     for f in numbered[:-k]:
         os.remove(os.path.join(folder, f))
@@ -368,14 +369,13 @@ def make_out_dir(out_dir, new_run=False):
     whether this call created it. new_run (a run that does not resume, after check_new_run): first delete an earlier
     run's files there (ckpt.pt, best.pt, ckpt_<iter>.pt, log.jsonl, config.json, adapter.safetensors), so that the
     folder never mixes two runs. Raises CheckpointError: cannot write into it."""
-    import re
     made = not os.path.isdir(out_dir)
     try:
         os.makedirs(out_dir, exist_ok=True)
         if not os.access(out_dir, os.W_OK):
             raise PermissionError("not writable")
-        old = [f for f in os.listdir(out_dir) if new_run and (re.fullmatch(r'ckpt_\d+\.pt', f) or f in (
-            'ckpt.pt', 'best.pt', 'log.jsonl', 'config.json', 'adapter.safetensors'))]
+        old = [f for f in os.listdir(out_dir) if re.fullmatch(NUMBERED, f) or f in (
+            'ckpt.pt', 'best.pt', 'log.jsonl', 'config.json', 'adapter.safetensors')] if new_run else []
         for f in old:
             os.remove(os.path.join(out_dir, f))
     except OSError as e:

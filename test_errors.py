@@ -1,8 +1,9 @@
 """
 Bad input: every case of prepare.py, sample.py and bench.py below (train.py's table is in test_train.py) must exit
 with status 1 and one '<script>: error: ...' line on stderr, without a traceback and without changing any file;
-configurator's and shards.py's errors; a vocabulary above 65,536 ids (uint32 shards); and a property test that throws
-random bytes (as .txt/.jsonl/.json data) and random --key=value lists at prepare.py: never a traceback, never a hang.
+configurator's and shards.py's errors (and random --key=value lists at configurator: no traceback, types kept); a
+vocabulary above 65,536 ids (uint32 shards); and a property test that throws random bytes (as .txt/.jsonl/.json
+data) and random --key=value lists at prepare.py: never a traceback, never a hang.
 python -m pytest test_errors.py  (CPU, ~30 s)
 """
 
@@ -369,3 +370,23 @@ def test_prepare_takes_any_data_and_arguments_without_a_traceback(tmp_path, monk
         assert not os.path.exists(f'{path}.d'), 'a failed run left its data folder behind'
     else:
         assert os.path.isfile(f'{path}.d/meta.json')
+
+
+# ---------------------------------------------------------------------------- configurator, property-based
+KEYS = make_globals()
+
+
+@hypothesis.settings(max_examples=200, deadline=2000, database=None)
+@hypothesis.given(st.lists(st.tuples(st.sampled_from(list(KEYS)) | st.text(max_size=12), st.booleans(),
+                                     st.text(max_size=40) | st.from_regex(r'-?[0-9eE.+\-_]{0,12}', fullmatch=True)
+                                     | st.sampled_from(['True', 'false', 'None', '1e400', '[1, 2]', '(' * 300]))))
+def test_configurator_takes_any_arguments_without_a_traceback(args):
+    argv = [f"--{k}={v}" if eq else f"--{k}{v}" for k, eq, v in args]
+    g = dict(KEYS)
+    try:
+        config = configurator.configure(g, argv, verbose=False)
+    except configurator.ConfigError:
+        return
+    assert config.keys() == KEYS.keys()
+    for k, v in config.items():  # every value kept its type (an int may become a float)
+        assert KEYS[k] is None or type(v) is type(KEYS[k]), (k, v)

@@ -23,7 +23,6 @@ import numpy as np
 import pytest
 import torch
 
-from configurator import ConfigError, configure
 from conftest import ONE_THREAD, ROOT, TEXT, bad_input_results, command, run
 from shards import write_shard
 from tokenizer import get_tokenizer
@@ -585,24 +584,3 @@ def test_bad_inputs_get_a_clear_error_and_change_nothing(tmp):
         table.append(f"| {what} | `{' '.join(argv)}` | {r['stderr'][len('train.py: error: '):].strip()} |")
     print('\n'.join(table))
 
-
-# ---------------------------------------------------------------------------- configurator, property-based
-hypothesis = pytest.importorskip('hypothesis')
-st = hypothesis.strategies
-KEYS = {'learning_rate': 6e-4, 'batch_size': 12, 'compile': False, 'out_dir': 'out', 'wandb_run_name': None}
-
-
-@hypothesis.settings(max_examples=200, deadline=2000, database=None)
-@hypothesis.given(st.lists(st.tuples(st.sampled_from(list(KEYS)) | st.text(max_size=12), st.booleans(),
-                                     st.text(max_size=40) | st.from_regex(r'-?[0-9eE.+\-_]{0,12}', fullmatch=True)
-                                     | st.sampled_from(['True', 'false', 'None', '1e400', '[1, 2]', '(' * 300]))))
-def test_configurator_takes_any_arguments_without_a_traceback(args):
-    argv = [f"--{k}={v}" if eq else f"--{k}{v}" for k, eq, v in args]
-    g = dict(KEYS)
-    try:
-        config = configure(g, argv, verbose=False)
-    except ConfigError:
-        return
-    assert config.keys() == KEYS.keys()
-    for k, v in config.items():  # every value kept its type (an int may become a float)
-        assert KEYS[k] is None or type(v) is type(KEYS[k]), (k, v)

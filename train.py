@@ -486,11 +486,11 @@ while True:
     if iter_num % log_interval == 0 and n_acc:
         t1 = time.time()
         lossf, dt = loss_acc / n_acc, (t1 - t0) / (iter_num - last_log)
-        t0, loss_acc, n_acc, last_log = t1, 0.0, 0, iter_num
+        t0, loss_acc, n_acc, last_log, eta_min = t1, 0.0, 0, iter_num, (max_iters - iter_num) * dt / 60
         mfu = raw_model.estimate_mfu(tokens_per_iter // ddp_world_size, dt, device)  # per GPU
         print(f"iter {iter_num}: loss {lossf:.4f}, lr {lr:.2e}, {dt * 1000:.1f} ms/iter, "
               f"{tokens_per_iter / dt:,.0f} tok/s" + (f", mfu {mfu * 100:.1f}%" if mfu is not None else '')
-              + f", eta {(max_iters - iter_num) * dt / 60:.1f} min" + (f", {truncated_all} examples truncated" if truncated_all else ''))
+              + f", eta {eta_min:.1f} min" + (f", {truncated_all} examples truncated" if truncated_all else ''))
         log({'iter': iter_num, 'loss': lossf, 'lr': lr, 'ms_per_iter': dt * 1000, 'tok_per_s': tokens_per_iter / dt,
              'mfu': mfu, 'elapsed_s': round(time.time() - t_start, 2)})
 print(f"done: {iter_num} iterations in {time.time() - t_start:.1f} s, best val loss {best_val_loss:.4f}")
